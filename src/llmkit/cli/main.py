@@ -1,0 +1,29 @@
+"""Entry point of the ``llmkit`` command. Heavy libraries (torch, transformers, peft,
+sentence-transformers) are imported inside the commands that need them, so ``llmkit --help``
+and ``llmkit tokenizer encode`` start fast."""
+
+from __future__ import annotations
+
+import typer
+
+from llmkit.cli import speedrun as speedrun_cli
+from llmkit.cli import tokenizer as tokenizer_cli
+
+app = typer.Typer(
+    name="llmkit",
+    help="llmkit: a practical LLM toolkit, from raw text to trained, fine-tuned, served models. Offline first.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(tokenizer_cli.app, name="tokenizer")
+app.command("speedrun")(speedrun_cli.speedrun)
+
+
+@app.callback()
+def _root() -> None:
+    """llmkit: the whole LLM course as tested, offline-first software."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+"""Text data: the embedded default corpora and user corpora (`corpora`)."""

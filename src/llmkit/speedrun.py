@@ -1,0 +1,208 @@
+"""``llmkit speedrun``: the whole course end to end on the embedded default data.
+
+Each stage is a function ``(ctx) -> dict`` of results. A finished stage writes
+``stages/<name>.json`` (atomically) with its results and the settings it ran with; a rerun
+with the same settings skips it, so an interrupted speedrun resumes where it stopped. After
+every stage ``report.md`` is rewritten from the finished stages' results. Later course
+stages (pre-training, fine-tuning, serving, RAG, agents) add themselves to ``STAGES``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llmkit._io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class SpeedrunConfig:
+    """Settings of one speedrun. ``quick`` shrinks every stage to a ~2-minute run."""
+
+    out_dir: Path = Path("runs/speedrun")
+    quick: bool = False
+    corpus: str = "pydocs"
+    vocab_size: int = 8192
+    pattern: str = "gpt4"
+    quick_corpus_bytes: int = 600_000
+    quick_vocab_size: int = 1024
+
+    @property
+    def effective_vocab_size(self) -> int:
+        return self.quick_vocab_size if self.quick else self.vocab_size
+
+
+@dataclass
+class Context:
+    """What stages share: the config, a logger, a progress factory and earlier results."""
+
+    config: SpeedrunConfig
+    log: Callable[[str], None] = print
+    progress: Callable[[str, int], tuple] | None = None
+    results: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Path:
+        return self.config.out_dir
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    run: Callable[[Context], dict]
+    report: Callable[[dict], str]
+    settings: Callable[[SpeedrunConfig], dict]
+
+
+def _corpus(ctx: Context):
+    from llmkit.data.corpora import load_corpus
+
+    docs = load_corpus(ctx.config.corpus)
+    return docs.head(ctx.config.quick_corpus_bytes) if ctx.config.quick else docs
+
+
+# -- stage: corpus -------------------------------------------------------------------
+def run_corpus(ctx: Context) -> dict:
+    docs = _corpus(ctx)
+    words = sum(len(t.split()) for t in docs.texts())
+    return {"name": docs.name, "documents": len(docs), "bytes": docs.nbytes, "words": words, "first_ids": [d.id for d in docs.documents[:5]]}
+
+
+def report_corpus(r: dict) -> str:
+    return (
+        f"Corpus `{r['name']}`: {r['documents']:,} documents, {r['bytes'] / 1e6:.2f} MB, {r['words']:,} words "
+        f"(first documents: {', '.join('`' + i + '`' for i in r['first_ids'])})."
+    )
+
+
+# -- stage: tokenizer ----------------------------------------------------------------
+def run_tokenizer(ctx: Context) -> dict:
+    from llmkit.tokenizer import Tokenizer
+
+    docs = _corpus(ctx)
+    vocab = ctx.config.effective_vocab_size
+    t0 = time.perf_counter()
+    if ctx.progress:
+        bar, update = ctx.progress("merging", vocab - 257)
+        with bar:
+            tok = Tokenizer.train(docs.texts(), vocab, pattern=ctx.config.pattern, progress=update)
+    else:
+        tok = Tokenizer.train(docs.texts(), vocab, pattern=ctx.config.pattern)
+    seconds = time.perf_counter() - t0
+    tok.save(ctx.out / "tokenizer", overwrite=True)
+    lengths = [len(t) for t, r in sorted(tok.ranks.items(), key=lambda kv: kv[1]) if r >= 256]
+    from llmkit import viz
+
+    viz.token_length_by_rank(ctx.out / "token_length_by_rank.png", lengths, title=f"BPE merges on {docs.name}")
+    longest = sorted(tok.ranks, key=len, reverse=True)[:8]
+    sample = "hello world"
+    return {
+        "n_vocab": tok.n_vocab,
+        "pattern": ctx.config.pattern,
+        "seconds": seconds,
+        "dir": str(ctx.out / "tokenizer"),
+        "longest_tokens": [t.decode("utf-8", "replace") for t in longest],
+        "sample": sample,
+        "sample_pieces": [tok.decode([i]) for i in tok.encode(sample)],
+    }
+
+
+def report_tokenizer(r: dict) -> str:
+    return (
+        f"Trained a {r['n_vocab']:,}-token byte-level BPE (`{r['pattern']}` split pattern) in {r['seconds']:.1f} s, "
+        f"saved to `{r['dir']}` (tiktoken + HF files). `{r['sample']!r}` -> {r['sample_pieces']}. "
+        f"Longest tokens: {', '.join(repr(t) for t in r['longest_tokens'][:5])}.\n\n"
+        "![token length by merge rank](token_length_by_rank.png)"
+    )
+
+
+# -- stage: tokenizer stats ----------------------------------------------------------
+def run_tokenizer_stats(ctx: Context) -> dict:
+    from llmkit import viz
+    from llmkit.tokenizer import Tokenizer
+    from llmkit.tokenizer.stats import COMPARE_WITH, compare
+
+    docs = _corpus(ctx)
+    ours = Tokenizer.load(ctx.out / "tokenizer")
+    ours.name = f"ours ({ours.n_vocab})"
+    rows = [r.as_dict() for r in compare([ours, *COMPARE_WITH], docs.texts())]
+    viz.bar_chart(ctx.out / "bytes_per_token.png", [r["tokenizer"] for r in rows], [r["bytes_per_token"] for r in rows], title=f"compression on {docs.name}", ylabel="bytes per token")
+    return {"rows": rows, "corpus": docs.name}
+
+
+def report_tokenizer_stats(r: dict) -> str:
+    lines = ["| tokenizer | vocab | tokens | bytes/token | tokens/word |", "|---|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['tokenizer']} | {row['n_vocab']:,} | {row['n_tokens']:,} | {row['bytes_per_token']:.3f} | {row['tokens_per_word']:.3f} |")
+    return "\n".join(lines) + "\n\n![bytes per token](bytes_per_token.png)"
+
+
+def _tok_settings(c: SpeedrunConfig) -> dict:
+    return {"quick": c.quick, "corpus": c.corpus, "vocab_size": c.effective_vocab_size, "pattern": c.pattern}
+
+
+STAGES: list[Stage] = [
+    Stage("corpus", "1. Corpus", run_corpus, report_corpus, lambda c: {"quick": c.quick, "corpus": c.corpus}),
+    Stage("tokenizer", "2. Tokenizer training", run_tokenizer, report_tokenizer, _tok_settings),
+    Stage("tokenizer_stats", "3. Tokenizer compression vs gpt2 / cl100k_base / o200k_base", run_tokenizer_stats, report_tokenizer_stats, _tok_settings),
+]
+
+
+def _stage_file(ctx: Context, stage: Stage) -> Path:
+    return ctx.out / "stages" / f"{stage.name}.json"
+
+
+def _load_done(ctx: Context, stage: Stage) -> dict | None:
+    p = _stage_file(ctx, stage)
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("settings") == stage.settings(ctx.config) else None
+
+
+def write_report(ctx: Context) -> Path:
+    mode = "quick" if ctx.config.quick else "full"
+    parts = [f"# llmkit speedrun ({mode})\n"]
+    for stage in STAGES:
+        if stage.name in ctx.results:
+            r = ctx.results[stage.name]
+            parts.append(f"## {stage.title}\n\n{stage.report(r['results'])}\n\n_{r['seconds']:.1f} s_\n")
+    path = ctx.out / "report.md"
+    atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+def run_speedrun(config: SpeedrunConfig, *, log: Callable[[str], None] = print, progress=None, restart: bool = False, only: list[str] | None = None) -> Path:
+    """Run (or resume) every stage and return the path of ``report.md``."""
+    names = [s.name for s in STAGES]
+    for n in only or []:
+        if n not in names:
+            raise ValueError(f"unknown stage {n!r}; stages are {', '.join(names)}")
+    ctx = Context(config, log=log, progress=progress)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        done = None if restart else _load_done(ctx, stage)
+        if done is not None:
+            log(f"[skip] {stage.title} (done in an earlier run)")
+            ctx.results[stage.name] = done
+            continue
+        if only and stage.name not in only:
+            continue
+        log(f"[run ] {stage.title}")
+        t0 = time.perf_counter()
+        results = stage.run(ctx)
+        rec = {"settings": stage.settings(config), "results": results, "seconds": time.perf_counter() - t0}
+        atomic_write_text(_stage_file(ctx, stage), json.dumps(rec, indent=2, ensure_ascii=False))
+        ctx.results[stage.name] = rec
+        log(f"[done] {stage.title} in {rec['seconds']:.1f} s")
+        write_report(ctx)
+    return write_report(ctx)
+
+
+def config_dict(c: SpeedrunConfig) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(c).items()}

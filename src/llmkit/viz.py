@@ -1,0 +1,57 @@
+"""Figures written by the code (matplotlib, headless Agg backend)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+from llmkit._io import atomic_write_bytes
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def bar_chart(path: str | os.PathLike, labels: Sequence[str], values: Sequence[float], *, title: str, ylabel: str) -> None:
+    """A labelled bar chart, each bar annotated with its value."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    bars = ax.bar(labels, values, color=["#c0392b"] + ["#7f8c8d"] * (len(values) - 1))
+    for b, v in zip(bars, values):
+        ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=9)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.spines[["top", "right"]].set_visible(False)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def token_length_by_rank(path: str | os.PathLike, lengths: Sequence[int], *, title: str, bucket: int = 256) -> None:
+    """Mean token length (bytes) of each block of ``bucket`` merges, in merge order: later
+    merges build longer tokens."""
+    plt = _plt()
+    xs, ys = [], []
+    for start in range(0, len(lengths), bucket):
+        block = lengths[start : start + bucket]
+        xs.append(start + len(block) / 2)
+        ys.append(sum(block) / len(block))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(xs, ys, marker="o", ms=3)
+    ax.set_title(title)
+    ax.set_xlabel("merge rank")
+    ax.set_ylabel(f"mean token length (bytes, per {bucket} merges)")
+    ax.spines[["top", "right"]].set_visible(False)
+    _save(fig, path)
+    plt.close(fig)

@@ -42,19 +42,22 @@ def train(
     from llmkit.tokenizer import Tokenizer, get_pattern
     from llmkit.tokenizer.tokenizer import HF_FILE, META_FILE, RANKS_FILE
 
-    get_pattern(pattern)
     from llmkit._io import refuse_overwrite
+    from llmkit.tokenizer.tokenizer import merges_for
 
-    refuse_overwrite([output / n for n in (RANKS_FILE, META_FILE, HF_FILE)], force)
+    get_pattern(pattern)
     specials = special if special is not None else ["<|endoftext|>"]
+    n_merges = merges_for(vocab_size, specials)
+    refuse_overwrite([output / n for n in (RANKS_FILE, META_FILE, HF_FILE)], force)
     t0 = time.perf_counter()
     with console.status(f"reading corpus {corpus} ..."):
         docs = load_corpus(corpus)
     err_console.print(f"corpus {corpus}: {len(docs)} documents, {docs.nbytes / 1e6:.1f} MB")
-    n_merges = vocab_size - 256 - len(specials)
-    bar, update = progress_bar("merging", max(n_merges, 0))
+    bar, update = progress_bar("merging", n_merges)
     with bar:
         tok = Tokenizer.train(docs.texts(), vocab_size, pattern=pattern, special_tokens=specials, progress=update)
+    if tok.n_vocab < vocab_size:
+        err_console.print(f"warning: the corpus ran out of pairs to merge; the vocabulary has {tok.n_vocab} ids, not {vocab_size}")
     tok.save(output, overwrite=force)
     console.print(f"saved {tok.n_vocab}-token tokenizer ({pattern} pattern) to {output} in {time.perf_counter() - t0:.1f} s")
 

@@ -85,9 +85,16 @@ def _unicode_to_bytes() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
 
 
-def token_to_string(token: bytes) -> str:
+@lru_cache(maxsize=1)
+def _byte_table() -> tuple[str, ...]:
     table = bytes_to_unicode()
-    return "".join(table[b] for b in token)
+    return tuple(table[b] for b in range(256))
+
+
+def token_to_string(token: bytes) -> str:
+    """A token's bytes in the byte-level alphabet of HF vocab files."""
+    table = _byte_table()
+    return "".join([table[b] for b in token])
 
 
 def string_to_token(s: str) -> bytes:

@@ -106,12 +106,13 @@ class Tokenizer:
         from llmkit.tokenizer.trainer import train_bpe
 
         specials = list(dict.fromkeys(special_tokens))
-        n_merges = vocab_size - 256 - len(specials)
-        if n_merges < 0:
-            raise ValueError(f"vocab size {vocab_size} is too small: it must hold 256 bytes + {len(specials)} special tokens")
+        n_merges = merges_for(vocab_size, specials)
         split = get_pattern(pattern)
         result = train_bpe(texts, n_merges, split.tiktoken, specials, workers=workers, progress=progress)
-        return cls.from_merges(result.merges, split, specials, name=name, engine=engine)
+        # Build from ranks, not merges: should two merges ever spell the same bytes, the
+        # trainer keeps the lower id and the later one is left as an unused gap.
+        first_special = 256 + len(result.merges)
+        return cls(result.ranks, split, {s: first_special + k for k, s in enumerate(specials)}, name=name, engine=engine)
 
     def with_engine(self, engine: EngineName) -> Tokenizer:
         """The same tokenizer run by another engine."""
@@ -236,6 +237,9 @@ class Tokenizer:
     @classmethod
     def load(cls, directory: str | os.PathLike, *, engine: EngineName = "fast") -> Tokenizer:
         d = Path(directory)
+        for n in (RANKS_FILE, META_FILE):
+            if not (d / n).is_file():
+                raise FileNotFoundError(f"{d} is not a tokenizer directory: missing {n}")
         try:
             ranks = files.parse_tiktoken((d / RANKS_FILE).read_bytes())
             meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
@@ -251,6 +255,15 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(name={self.name!r}, n_vocab={self.n_vocab}, pattern={self.pattern.name!r}, engine={self.engine_name!r})"
+
+
+def merges_for(vocab_size: int, special_tokens: Sequence[str]) -> int:
+    """How many merges a vocabulary of ``vocab_size`` ids holds beside the 256 bytes and
+    the special tokens; ValueError when it cannot hold them."""
+    n = vocab_size - 256 - len(set(special_tokens))
+    if n < 0:
+        raise ValueError(f"vocab size {vocab_size} is too small: it must hold 256 bytes + {len(set(special_tokens))} special tokens")
+    return n
 
 
 def _validate(ranks: dict[bytes, int], specials: dict[str, int]) -> None:

@@ -1,0 +1,82 @@
+"""The main job: every stage runs, writes its report and figures, and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from llmkit import speedrun
+from llmkit.cli.main import app
+from llmkit.speedrun import SpeedrunConfig, run_speedrun
+
+
+def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["speedrun", "--quick", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for stage in speedrun.STAGES:
+        assert f"## {stage.title}" in report
+        assert (out / "stages" / f"{stage.name}.json").is_file()
+    for fig in ("bytes_per_token.png", "token_length_by_rank.png"):
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads((out / "stages" / "tokenizer_stats.json").read_text())["results"]["rows"]
+    assert [row["tokenizer"] for row in rows] == ["ours (1024)", "gpt2", "cl100k_base", "o200k_base"]
+    assert "[skip]" in CliRunner().invoke(app, ["speedrun", "--quick", "--out", str(out)]).output
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(f"word{i % 97} value{i % 13}." for i in range(4000)), encoding="utf-8")
+    return SpeedrunConfig(out_dir=tmp_path / "run", quick=True, corpus=str(corpus), quick_vocab_size=300)
+
+
+def test_finished_stages_are_not_redone(small_config, monkeypatch):
+    logs: list[str] = []
+    run_speedrun(small_config, log=logs.append)
+    assert sum(m.startswith("[run ]") for m in logs) == len(speedrun.STAGES)
+
+    def boom(ctx):
+        raise AssertionError("a finished stage ran again")
+
+    stages = [speedrun.Stage(st.name, st.title, boom, st.report, st.settings) for st in speedrun.STAGES]
+    monkeypatch.setattr(speedrun, "STAGES", stages)
+    logs.clear()
+    report = run_speedrun(small_config, log=logs.append)
+    assert all(m.startswith("[skip]") for m in logs) and report.is_file()
+
+
+def test_changed_settings_rerun_the_stage(small_config):
+    run_speedrun(small_config, log=lambda m: None)
+    logs: list[str] = []
+    changed = SpeedrunConfig(out_dir=small_config.out_dir, quick=True, corpus=small_config.corpus, quick_vocab_size=320)
+    run_speedrun(changed, log=logs.append)
+    assert "[skip] 1. Corpus (done in an earlier run)" in logs
+    assert any(m.startswith("[run ] 2.") for m in logs)
+    tok = json.loads((small_config.out_dir / "stages" / "tokenizer.json").read_text())
+    assert tok["results"]["n_vocab"] == 320
+
+
+def test_interrupted_stage_leaves_no_done_marker(small_config, monkeypatch):
+    def crash(ctx):
+        raise KeyboardInterrupt
+
+    stages = list(speedrun.STAGES)
+    idx = [s.name for s in stages].index("tokenizer_stats")
+    st = stages[idx]
+    stages[idx] = speedrun.Stage(st.name, st.title, crash, st.report, st.settings)
+    monkeypatch.setattr(speedrun, "STAGES", stages)
+    with pytest.raises(KeyboardInterrupt):
+        run_speedrun(small_config, log=lambda m: None)
+    assert (small_config.out_dir / "stages" / "tokenizer.json").is_file()
+    assert not (small_config.out_dir / "stages" / "tokenizer_stats.json").exists()
+
+
+def test_unknown_stage_is_an_error(small_config):
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        run_speedrun(small_config, only=["nope"])
+    r = CliRunner().invoke(app, ["speedrun", "--quick", "--stage", "nope", "--out", str(small_config.out_dir)])
+    assert r.exit_code == 1 and "unknown stage" in r.stderr

@@ -136,9 +136,10 @@ class PythonEngine:
     def encode_ordinary(self, text: str) -> list[int]:
         text = _scrub_surrogates(text)
         out: list[int] = []
-        enc = self._encode_piece
-        for piece in self._split.findall(text):
-            out.extend(enc(piece))
+        cache, miss = self._cache, self._encode_piece
+        for piece in self._split.findall(text):  # the hot loop: a cache hit costs one dict lookup
+            ids = cache.get(piece)
+            out += ids if ids is not None else miss(piece)
         return out
 
     def encode(self, text: str, allowed_special: AllowedSpecial = ()) -> list[int]:

@@ -1,0 +1,1 @@
+"""Language models written here in PyTorch: configs and presets, attention, GPT."""

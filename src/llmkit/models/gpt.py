@@ -1,0 +1,105 @@
+"""A GPT-2-architecture decoder: token + learned position embeddings, pre-LayerNorm blocks
+of causal self-attention and a GELU MLP, a final LayerNorm and a (tied) output head.
+
+Parameter names follow Hugging Face's GPT-2 layout (``transformer.wte``, ``h.N.attn.c_attn``,
+...) so conversion is a transpose of the Conv1D weights, nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmkit.models.attention import CausalSelfAttention
+from llmkit.models.config import GPTConfig
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))  # GPT-2's tanh GELU
+
+
+class Block(nn.Module):
+    """x + attn(ln(x)), then x + mlp(ln(x)): pre-LayerNorm residual block."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, w = self.attn(self.ln_1(x), return_weights)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), w
+
+
+class GPT(nn.Module):
+    """``model(x, y) -> (logits (B, T, V), per-token loss (B, T))``; ``model(x) -> (logits, None)``."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wpe=nn.Embedding(cfg.context_length, cfg.n_embd),
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+                ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
+            )
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 L)
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def num_parameters(self, exclude_position_embeddings: bool = False) -> int:
+        """Unique parameters (a tied head counts once)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if exclude_position_embeddings else n
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, return_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T = idx.shape
+        if T > self.config.context_length:
+            raise ValueError(f"sequence of {T} tokens is longer than the context length {self.config.context_length}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        self.last_attention: list[torch.Tensor] = []
+        for block in self.transformer.h:
+            x, w = block(x, return_weights)
+            if w is not None:
+                self.last_attention.append(w)  # (B, H, T, T) per layer
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none", ignore_index=-100)
+        return logits, loss.view(B, T)  # per-token loss; reduce outside
+
+    def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Run the explicit attention path and return each layer's weights (B, H, T, T)."""
+        with torch.no_grad():
+            self.forward(idx, return_weights=True)
+        return self.last_attention

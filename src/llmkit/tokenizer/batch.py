@@ -95,7 +95,7 @@ def assemble(
         elif truncation:
             pieces = [ids[:max_length]]
         else:
-            pieces = [list(ids)]
+            pieces = [ids]  # engines return fresh lists, so no copy is needed
         rows.extend(pieces)
         mapping.extend([i] * len(pieces))
     masks = [[1] * len(r) for r in rows]

@@ -15,6 +15,7 @@ rank, so any string can be encoded and ``decode(encode(s)) == s``.
 from __future__ import annotations
 
 import heapq
+import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Literal, Protocol
 
@@ -179,9 +180,11 @@ class FastEngine:
         allowed = resolve_allowed(allowed_special, self.special_tokens)
         return self._enc.encode(text, allowed_special=allowed, disallowed_special=())
 
-    def encode_batch(self, texts: list[str], allowed_special: AllowedSpecial = (), num_threads: int = 8) -> list[list[int]]:
+    def encode_batch(self, texts: list[str], allowed_special: AllowedSpecial = (), num_threads: int | None = None) -> list[list[int]]:
+        """One thread per core by default: more threads than cores was measured slower here."""
         allowed = resolve_allowed(allowed_special, self.special_tokens)
-        return self._enc.encode_batch(texts, num_threads=num_threads, allowed_special=allowed, disallowed_special=())
+        threads = num_threads or os.cpu_count() or 1
+        return self._enc.encode_batch(texts, num_threads=threads, allowed_special=allowed, disallowed_special=())
 
 
 def _scrub_surrogates(text: str) -> str:

@@ -1,0 +1,42 @@
+"""Atomic writes: the old file survives a failed write, permissions look like open()'s."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from llmkit._io import atomic_write_bytes, refuse_overwrite
+
+
+def test_new_file_gets_umask_permissions_and_existing_keeps_its_mode(tmp_path):
+    p = tmp_path / "a.txt"
+    atomic_write_bytes(p, b"one")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
+    os.chmod(p, 0o600)
+    atomic_write_bytes(p, b"two")
+    assert p.read_bytes() == b"two" and stat.S_IMODE(p.stat().st_mode) == 0o600
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    p = tmp_path / "a.txt"
+    p.write_bytes(b"old")
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_refuse_overwrite(tmp_path):
+    (tmp_path / "x").write_text("keep")
+    refuse_overwrite([tmp_path / "y"], overwrite=False)
+    with pytest.raises(FileExistsError, match="already exists"):
+        refuse_overwrite([tmp_path / "y", tmp_path / "x"], overwrite=False)
+    refuse_overwrite([tmp_path / "x"], overwrite=True)

@@ -154,3 +154,15 @@ def test_invalid_vocab_size_and_ranks():
         Tokenizer.train(["abc"], 256, special_tokens=("<|endoftext|>",))
     with pytest.raises(ValueError, match="single bytes"):
         Tokenizer({b"a": 0}, "gpt4")
+
+
+def test_add_special_tokens_appends_ids_and_round_trips(tmp_path):
+    gpt2 = Tokenizer.from_pretrained("gpt2")
+    bert_like = gpt2.add_special_tokens(["[CLS]", "[SEP]", "[MASK]", "[PAD]", "<|endoftext|>"])
+    assert bert_like.special_tokens == {"<|endoftext|>": 50256, "[CLS]": 50257, "[SEP]": 50258, "[MASK]": 50259, "[PAD]": 50260}
+    assert bert_like.n_vocab == 50261
+    text = "[CLS] hi [SEP]"
+    assert bert_like.encode(text) == gpt2.encode(text)  # safe default: ordinary text
+    assert bert_like.encode(text, allowed_special="all") == [50257, 23105, 220, 50258]
+    bert_like.save(tmp_path)
+    assert Tokenizer.load(tmp_path).special_tokens == bert_like.special_tokens

@@ -114,6 +114,17 @@ class Tokenizer:
         first_special = 256 + len(result.merges)
         return cls(result.ranks, split, {s: first_special + k for k, s in enumerate(specials)}, name=name, engine=engine)
 
+    def add_special_tokens(self, names: Sequence[str]) -> Tokenizer:
+        """A copy with ``names`` added as special tokens after the last id (names it already
+        has keep their ids), e.g. ``["[CLS]", "[SEP]", "[MASK]", "[PAD]"]`` for an encoder."""
+        specials = dict(self.special_tokens)
+        for n in dict.fromkeys(names):
+            if not n:
+                raise ValueError("a special token cannot be empty")
+            if n not in specials:
+                specials[n] = max([*self.ranks.values(), *specials.values()]) + 1
+        return Tokenizer(self.ranks, self.pattern, specials, name=self.name, engine=self.engine_name)
+
     def with_engine(self, engine: EngineName) -> Tokenizer:
         """The same tokenizer run by another engine."""
         return Tokenizer(self.ranks, self.pattern, self.special_tokens, name=self.name, engine=engine)

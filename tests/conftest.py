@@ -17,6 +17,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The tests train tiny models: one thread is fastest for them, and on a busy 2-core machine
+# two threads were measured up to 25x slower. Subprocesses (torchrun, the CLI) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 _BLOB = "https://openaipublic.blob.core.windows.net/"
 _TIKTOKEN_BLOBS = {

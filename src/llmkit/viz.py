@@ -55,3 +55,20 @@ def token_length_by_rank(path: str | os.PathLike, lengths: Sequence[int], *, tit
     ax.spines[["top", "right"]].set_visible(False)
     _save(fig, path)
     plt.close(fig)
+
+
+def loss_curve(path: str | os.PathLike, records: Sequence[dict], *, title: str = "training loss") -> None:
+    """Train loss per logged step, and validation loss where it was measured."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], label="train")
+    val = [r for r in records if "val_loss" in r]
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], marker="o", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.legend()
+    ax.spines[["top", "right"]].set_visible(False)
+    _save(fig, path)
+    plt.close(fig)

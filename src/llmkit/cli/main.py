@@ -8,6 +8,7 @@ import typer
 
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
+from llmkit.cli import train as train_cli
 
 app = typer.Typer(
     name="llmkit",
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(tokenizer_cli.app, name="tokenizer")
 app.command("speedrun")(speedrun_cli.speedrun)
+app.command("train")(train_cli.train)
 
 
 @app.callback()

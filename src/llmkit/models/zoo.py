@@ -1,0 +1,145 @@
+"""The model zoo: build any model by kind and preset, save and load model directories.
+
+A model directory is ``config.json`` + ``model.safetensors``. For a GPT whose configuration
+GPT-2 can express, both files use Hugging Face's GPT-2 layout (``model_type: gpt2``,
+``Conv1D`` weights stored input-major), so ``transformers.AutoModelForCausalLM`` loads it with
+the same logits. Every config.json also carries an ``llmkit`` section naming the kind and
+our own config, which is what :func:`load_model` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from llmkit._io import atomic_write_text, refuse_overwrite
+from llmkit.models.config import GPTConfig, gpt_preset
+from llmkit.models.gpt import GPT
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How to make one kind of model: its class, config class and preset function."""
+
+    name: str
+    model_cls: Callable[..., torch.nn.Module]
+    config_cls: type
+    preset: Callable[..., object]
+
+
+MODEL_KINDS: dict[str, ModelKind] = {"gpt": ModelKind("gpt", GPT, GPTConfig, gpt_preset)}
+
+
+def register(kind: ModelKind) -> None:
+    MODEL_KINDS[kind.name] = kind
+
+
+def _kind(name: str) -> ModelKind:
+    if name not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {name!r}; choose one of {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[name]
+
+
+def build_model(kind: str, preset: str = "tiny", **overrides) -> torch.nn.Module:
+    """``build_model("gpt", "tiny", vocab_size=8192)``."""
+    k = _kind(kind)
+    return k.model_cls(k.preset(preset, **overrides))
+
+
+def kind_of(model: torch.nn.Module) -> str:
+    for k in MODEL_KINDS.values():
+        if isinstance(model, k.model_cls):  # type: ignore[arg-type]
+            return k.name
+    raise ValueError(f"{type(model).__name__} is not a model of the zoo")
+
+
+def _gpt2_compatible(c: GPTConfig) -> bool:
+    return c.bias and c.qkv_bias
+
+
+def _hf_gpt2_config(c: GPTConfig) -> dict:
+    return {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": c.vocab_size,
+        "n_positions": c.context_length,
+        "n_ctx": c.context_length,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": c.layer_norm_eps,
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.dropout,
+        "tie_word_embeddings": c.tie_weights,
+        "torch_dtype": "float32",
+    }
+
+
+def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, extra: dict | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (each atomically)."""
+    d = Path(directory)
+    refuse_overwrite([d / CONFIG_FILE, d / WEIGHTS_FILE], overwrite)
+    kind = kind_of(model)
+    cfg = model.config
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config: dict = {}
+    if kind == "gpt" and _gpt2_compatible(cfg):
+        config = _hf_gpt2_config(cfg)
+        sd = {k: (v.t().contiguous() if k.endswith(_CONV1D) else v) for k, v in sd.items()}
+    for k in _shared_names(model):
+        sd.pop(k, None)  # a tied head is stored once, under the embedding's name
+    config["llmkit"] = {"kind": kind, "config": asdict(cfg), **(extra or {})}
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{WEIGHTS_FILE}.tmp"
+    save_file({k: v.clone() for k, v in sd.items()}, tmp, metadata={"format": "pt"})
+    os.replace(tmp, d / WEIGHTS_FILE)
+    atomic_write_text(d / CONFIG_FILE, json.dumps(config, indent=2))
+    return d
+
+
+def read_model_config(directory: str | os.PathLike) -> dict:
+    d = Path(directory)
+    try:
+        config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{d} is not a model directory: missing {CONFIG_FILE}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{d / CONFIG_FILE} is corrupt: {e}") from None
+    if "llmkit" not in config:
+        raise ValueError(f"{d / CONFIG_FILE} was not written by llmkit (no 'llmkit' section)")
+    return config
+
+
+def load_model(directory: str | os.PathLike, map_location: str = "cpu") -> torch.nn.Module:
+    """Rebuild the model a directory describes and load its weights."""
+    d = Path(directory)
+    meta = read_model_config(d)["llmkit"]
+    k = _kind(meta["kind"])
+    model = k.model_cls(k.config_cls(**meta["config"]))
+    sd = load_file(d / WEIGHTS_FILE, device=map_location)
+    if meta["kind"] == "gpt" and _gpt2_compatible(model.config):
+        sd = {k2: (v.t().contiguous() if k2.endswith(_CONV1D) else v) for k2, v in sd.items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [m for m in missing if m not in _shared_names(model)]  # tied: loaded via its twin
+    if missing or unexpected:
+        raise ValueError(f"{d / WEIGHTS_FILE} does not fit the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()
+
+
+def _shared_names(model: torch.nn.Module) -> set[str]:
+    """State-dict names of parameters that are another parameter (weight tying)."""
+    unique = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    return set(model.state_dict()) - unique

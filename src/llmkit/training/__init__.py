@@ -1,0 +1,1 @@
+"""Training: one loop for all neural models, atomic resumable checkpoints, multi-process."""

@@ -1,0 +1,42 @@
+"""Model FLOPs per token and the hardware peak, for a model-FLOPs-utilization estimate."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+# Dense bf16 tensor-core peaks (no sparsity), from the vendors' data sheets.
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+
+
+def flops_per_token(model: torch.nn.Module, block_size: int) -> float:
+    """Training FLOPs per token: 6 per parameter (forward + backward) plus, for attention
+    models, 12 * layers * width * sequence length for the attention scores (PaLM appendix B)."""
+    n = sum(p.numel() for p in model.parameters())
+    cfg = getattr(model, "config", None)
+    attn = 12 * cfg.n_layer * cfg.n_embd * block_size if cfg is not None and hasattr(cfg, "n_layer") and hasattr(cfg, "n_head") else 0
+    return 6 * n + attn
+
+
+_CPU_PEAK: float | None = None
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak FLOP/s: the data-sheet bf16 number for known GPUs; on CPU, a float32 matmul
+    measured here once (so CPU "MFU" is relative to what this machine's BLAS reaches)."""
+    global _CPU_PEAK
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
+    if device.type != "cpu":
+        return None
+    if _CPU_PEAK is None:
+        a = torch.randn(512, 512, generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
+        a @ a  # warm-up
+        t0, reps = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 0.2:
+            a @ a
+            reps += 1
+        _CPU_PEAK = 2 * 512**3 * reps / (time.perf_counter() - t0)
+    return _CPU_PEAK

@@ -1,0 +1,109 @@
+"""A pre-training run directory, from corpus to trained model.
+
+``RUN/`` holds everything needed to continue or use the run:
+
+- ``run.json``: what was asked (model kind, preset, overrides, corpus, tokenizer, TrainConfig);
+- ``tokenizer/``: a copy of the tokenizer; ``tokens/``: the corpus tokenized once;
+- ``checkpoints/``, ``metrics.jsonl``, ``loss.png`` (from the loop);
+- ``model/``: the final model directory (config.json + model.safetensors + tokenizer files).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from llmkit._io import atomic_write_text
+from llmkit.training.loop import TrainConfig
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunSpec:
+    """What a run trains on and with."""
+
+    model: str = "gpt"
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)
+    corpus: str = "pydocs"
+    tokenizer: str = "gpt2"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        d = json.loads(text)
+        known = {f.name for f in fields(TrainConfig)}
+        d["train"] = TrainConfig(**{k: v for k, v in d["train"].items() if k in known})
+        return cls(**d)
+
+
+def steps_for_tokens(tokens: int, cfg: TrainConfig, block_size: int) -> int:
+    """Optimizer steps needed to see about ``tokens`` training tokens."""
+    return max(1, math.ceil(tokens / (cfg.batch_size * block_size)))
+
+
+def prepare_run(spec: RunSpec, run_dir: str | os.PathLike, *, force: bool = False, log=print) -> Path:
+    """Create ``run_dir`` (tokenizer copy, token files, run.json). Refuses an existing run
+    unless ``force`` (then it starts over)."""
+    import shutil
+
+    from llmkit.data.corpora import load_corpus
+    from llmkit.data.tokens import write_token_files
+    from llmkit.models.zoo import build_model
+    from llmkit.tokenizer import Tokenizer
+
+    run = Path(run_dir)
+    if (run / RUN_FILE).exists() and not force:
+        raise FileExistsError(f"{run} already holds a run; use --resume to continue it or --force to start over")
+    build_model(spec.model, spec.preset, vocab_size=2, **spec.overrides) if spec.model != "ngram" else None  # validate early
+    tok = Tokenizer.from_pretrained(spec.tokenizer)
+    if force and run.exists():
+        for sub in ("checkpoints", "tokens", "model", "tokenizer"):
+            shutil.rmtree(run / sub, ignore_errors=True)
+        for f in ("metrics.jsonl", "loss.png", RUN_FILE):
+            (run / f).unlink(missing_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    tok.save(run / "tokenizer", overwrite=True)
+    docs = load_corpus(spec.corpus)
+    log(f"tokenizing {docs.name}: {len(docs)} documents, {docs.nbytes / 1e6:.1f} MB")
+    tf = write_token_files(docs.texts(), tok, run / "tokens", corpus_name=docs.name, tokenizer_ref=spec.tokenizer, overwrite=True)
+    log(f"{tf.meta['n_tokens']['train']:,} training and {tf.meta['n_tokens']['val']:,} validation tokens")
+    atomic_write_text(run / RUN_FILE, spec.to_json())
+    return run
+
+
+def load_spec(run_dir: str | os.PathLike) -> RunSpec:
+    p = Path(run_dir) / RUN_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run: missing {RUN_FILE}")
+    return RunSpec.from_json(p.read_text(encoding="utf-8"))
+
+
+def train_run(run_dir: str | os.PathLike, *, resume: bool = False, log=print, progress=None) -> list[dict]:
+    """Build the model that run.json describes and train it (or continue from the latest
+    checkpoint); the final model is saved to ``RUN/model``."""
+    import torch
+
+    from llmkit.data.tokens import load_token_files
+    from llmkit.models.zoo import build_model, save_model
+    from llmkit.tokenizer import Tokenizer
+    from llmkit.training.loop import train
+
+    run = Path(run_dir)
+    spec = load_spec(run)
+    tf = load_token_files(run / "tokens")
+    torch.manual_seed(spec.train.seed)
+    model = build_model(spec.model, spec.preset, vocab_size=tf.vocab_size, **spec.overrides)
+    records = train(model, tf.split("train"), tf.split("val"), spec.train, run, resume=resume, log=log, progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_model(model, run / "model", overwrite=True, extra={"tokenizer": spec.tokenizer, "corpus": spec.corpus})
+        Tokenizer.load(run / "tokenizer").save(run / "model", overwrite=True)
+    return records

@@ -33,7 +33,7 @@ def _progress_printer():
 @cli_errors
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="run directory")],
-    model: Annotated[str, typer.Option("--model", help="gpt (others: see the README)")] = "gpt",
+    model: Annotated[str, typer.Option("--model", help="gpt, bert, lstm, nplm or ngram")] = "gpt",
     preset: Annotated[str, typer.Option("--preset", help="model size preset, e.g. tiny, small, gpt2-124m")] = "tiny",
     corpus: Annotated[str, typer.Option("--corpus", help="pydocs, pysource, A+B, or a path")] = "pydocs",
     tokenizer: Annotated[str, typer.Option("--tokenizer", "-t", help="a tokenizer directory or gpt2/cl100k_base/o200k_base")] = "gpt2",
@@ -70,8 +70,9 @@ def train(
     if resume:
         load_spec(output)  # fails clearly when OUTPUT is not a run
     else:
-        ctx = build_model(model, preset, vocab_size=2).config.context_length
-        block = block_size or ctx
+        from llmkit.training.loop import default_block_size
+
+        block = block_size or default_block_size(build_model(model, preset, vocab_size=2))
         base = TrainConfig(batch_size=batch_size, grad_accum=grad_accum)
         n_steps = steps if steps is not None else (steps_for_tokens(tokens, base, block) if tokens else 200)
         cfg = TrainConfig(
@@ -84,6 +85,13 @@ def train(
             prepare_run(spec, output, force=force, log=lambda m: err_console.print(m, highlight=False))
     if nproc > 1:
         _launch_torchrun(output, nproc, resume)
+        return
+    from llmkit.models.zoo import COUNTED_KINDS
+    from llmkit.training.run import load_spec as _spec
+
+    if _spec(output).model in COUNTED_KINDS:
+        rec = train_run(output, log=lambda m: err_console.print(m, highlight=False))[-1]
+        console.print(f"validation {rec.get('val_loss', float('nan')):.3f} nats ({rec.get('val_bits_per_token', float('nan')):.3f} bits/token, perplexity {rec.get('val_ppl', float('nan')):.1f})", highlight=False)
         return
     bar, update = _progress_printer()
     with bar:

@@ -19,8 +19,22 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmkit._io import atomic_write_text, refuse_overwrite
-from llmkit.models.config import GPTConfig, gpt_preset
+from llmkit.models.baselines import LSTMLM, NPLM
+from llmkit.models.bert import Bert
+from llmkit.models.config import (
+    BertConfig,
+    GPTConfig,
+    LSTMConfig,
+    NGramConfig,
+    NPLMConfig,
+    bert_preset,
+    gpt_preset,
+    lstm_preset,
+    ngram_preset,
+    nplm_preset,
+)
 from llmkit.models.gpt import GPT
+from llmkit.models.ngram import NGramLM
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -37,7 +51,18 @@ class ModelKind:
     preset: Callable[..., object]
 
 
-MODEL_KINDS: dict[str, ModelKind] = {"gpt": ModelKind("gpt", GPT, GPTConfig, gpt_preset)}
+MODEL_KINDS: dict[str, ModelKind] = {
+    k.name: k
+    for k in (
+        ModelKind("gpt", GPT, GPTConfig, gpt_preset),
+        ModelKind("bert", Bert, BertConfig, bert_preset),
+        ModelKind("lstm", LSTMLM, LSTMConfig, lstm_preset),
+        ModelKind("nplm", NPLM, NPLMConfig, nplm_preset),
+        ModelKind("ngram", NGramLM, NGramConfig, ngram_preset),
+    )
+}
+# Trained by counting, not by gradient descent; a saved n-gram run is refitted from its tokens.
+COUNTED_KINDS = frozenset({"ngram"})
 
 
 def register(kind: ModelKind) -> None:
@@ -123,12 +148,27 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return config
 
 
+def save_counted(model: torch.nn.Module, directory: str | os.PathLike, *, tokens: str) -> Path:
+    """An n-gram model is its counts: store its config and where its training tokens are
+    (a path relative to ``directory``); :func:`load_model` refits it (about a second per
+    million tokens)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    config = {"llmkit": {"kind": kind_of(model), "config": asdict(model.config), "fit_tokens": tokens}}
+    atomic_write_text(d / CONFIG_FILE, json.dumps(config, indent=2))
+    return d
+
+
 def load_model(directory: str | os.PathLike, map_location: str = "cpu") -> torch.nn.Module:
     """Rebuild the model a directory describes and load its weights."""
     d = Path(directory)
     meta = read_model_config(d)["llmkit"]
     k = _kind(meta["kind"])
     model = k.model_cls(k.config_cls(**meta["config"]))
+    if meta["kind"] in COUNTED_KINDS:
+        from llmkit.data.tokens import load_token_files
+
+        return model.fit(load_token_files(d / meta["fit_tokens"]).split("train"))
     sd = load_file(d / WEIGHTS_FILE, device=map_location)
     if meta["kind"] == "gpt" and _gpt2_compatible(model.config):
         sd = {k2: (v.t().contiguous() if k2.endswith(_CONV1D) else v) for k2, v in sd.items()}

@@ -23,6 +23,7 @@ import torch
 from llmkit.data.tokens import WindowSampler
 from llmkit.training import checkpoint as ckpt
 from llmkit.training.distributed import DistInfo, all_reduce_mean, setup_distributed
+from llmkit.training.objectives import CAUSAL, Objective
 from llmkit.training.perf import flops_per_token, peak_flops
 
 
@@ -94,6 +95,11 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | Non
     return {"float32": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[cfg.dtype]
 
 
+def default_block_size(model: torch.nn.Module) -> int:
+    """The model's context length, or 64 tokens for models without one (LSTM, NPLM)."""
+    return getattr(model.config, "context_length", 64)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """Weight decay on matrices (embeddings, linear weights), none on biases and norms."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -104,19 +110,24 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: np.ndarray, block_size: int, batch_size: int, n_batches: int, device: torch.device, amp: torch.dtype | None) -> dict:
-    """Mean next-token loss over the first ``n_batches`` sequential windows of ``data``:
-    loss (nats), perplexity and bits per token."""
+def evaluate(
+    model: torch.nn.Module, data: np.ndarray, block_size: int, batch_size: int, n_batches: int,
+    device: torch.device, amp: torch.dtype | None, objective: Objective = CAUSAL,
+) -> dict:
+    """Mean loss over the first ``n_batches`` sequential windows of ``data``: loss (nats),
+    perplexity and bits per token. Masking (MLM) uses a fixed seed, so every evaluation
+    sees the same masks and the global RNG is left alone."""
     was_training = model.training
     model.eval()
     sampler = WindowSampler(data, block_size, batch_size, shuffle=False)
     total, count = 0.0, 0
+    gen = torch.Generator().manual_seed(0)
     for _ in range(min(n_batches, math.ceil(sampler.n / batch_size))):
-        x, y = sampler.next_batch()
+        x, y = objective.prepare(*sampler.next_batch(), gen)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             _, loss = model(x.to(device), y.to(device))
         total += loss.float().sum().item()
-        count += loss.numel()
+        count += objective.count(y)
     model.train(was_training)
     mean = total / max(count, 1)
     return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0)), "val_bits_per_token": mean / math.log(2)}
@@ -162,7 +173,7 @@ def _setup(model: torch.nn.Module, train_data: np.ndarray, cfg: TrainConfig) -> 
     dist = setup_distributed()
     device = pick_device(cfg.device) if not dist.enabled else dist.device
     torch.manual_seed(cfg.seed)
-    block = cfg.block_size or model.config.context_length
+    block = cfg.block_size or default_block_size(model)
     per_step = cfg.batch_size // cfg.grad_accum
     if per_step % dist.world_size:
         raise ValueError(f"batch_size / grad_accum = {per_step} must be divisible by {dist.world_size} processes")
@@ -181,15 +192,15 @@ def _setup(model: torch.nn.Module, train_data: np.ndarray, cfg: TrainConfig) -> 
     return _Run(wrapped, raw, optimizer, sampler, device, _autocast_dtype(cfg, device), dist, block, per_step)
 
 
-def _micro_step(r: _Run, cfg: TrainConfig, last: bool) -> float:
-    x, y = r.sampler.next_batch()  # (per_step, T): the global micro-batch
+def _micro_step(r: _Run, cfg: TrainConfig, last: bool, objective: Objective) -> float:
+    x, y = objective.prepare(*r.sampler.next_batch(), None)  # (per_step, T): the global micro-batch
     rows = slice(r.dist.rank, None, r.dist.world_size)
     x, y = x[rows].to(r.device), y[rows].to(r.device)
     sync = r.dist.enabled and not last and hasattr(r.model, "no_sync")
     ctx = r.model.no_sync() if sync else _nullcontext()
     with ctx, torch.autocast(r.device.type, dtype=r.amp, enabled=r.amp is not None):
         _, loss = r.model(x, y)
-        loss = loss.float().mean() / cfg.grad_accum
+        loss = objective.reduce(loss, y) / cfg.grad_accum
         loss.backward()
     return loss.item()
 
@@ -212,6 +223,7 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
+    objective: Objective = CAUSAL,
 ) -> list[dict]:
     """Train ``model`` for ``cfg.steps`` steps; returns the logged metrics."""
     run = Path(run_dir)
@@ -238,7 +250,7 @@ def train(
         lr = lr_at(step, cfg)
         for g in r.optimizer.param_groups:
             g["lr"] = lr
-        loss = sum(_micro_step(r, cfg, last=(k == cfg.grad_accum - 1)) for k in range(cfg.grad_accum))
+        loss = sum(_micro_step(r, cfg, (k == cfg.grad_accum - 1), objective) for k in range(cfg.grad_accum))
         norm = torch.nn.utils.clip_grad_norm_(r.raw.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
         r.optimizer.step()
         r.optimizer.zero_grad(set_to_none=True)
@@ -254,7 +266,7 @@ def train(
             if peak:
                 rec["mfu"] = fpt * tps / peak
             if val_data is not None and len(val_data) > r.block_size and (done % cfg.eval_every == 0 or done == cfg.steps):
-                rec.update(evaluate(r.raw, val_data, r.block_size, max(1, cfg.batch_size // cfg.grad_accum), cfg.eval_batches, r.device, r.amp))
+                rec.update(evaluate(r.raw, val_data, r.block_size, max(1, cfg.batch_size // cfg.grad_accum), cfg.eval_batches, r.device, r.amp, objective))
             metrics.write(rec)
             t_last, steps_since = time.perf_counter(), 0
         if main and (done % cfg.ckpt_every == 0 or done == cfg.steps):

@@ -20,6 +20,7 @@ from llmkit._io import atomic_write_text
 from llmkit.training.loop import TrainConfig
 
 RUN_FILE = "run.json"
+BERT_SPECIALS = ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
 
 
 @dataclass
@@ -65,6 +66,8 @@ def prepare_run(spec: RunSpec, run_dir: str | os.PathLike, *, force: bool = Fals
         raise FileExistsError(f"{run} already holds a run; use --resume to continue it or --force to start over")
     build_model(spec.model, spec.preset, vocab_size=2, **spec.overrides) if spec.model != "ngram" else None  # validate early
     tok = Tokenizer.from_pretrained(spec.tokenizer)
+    if spec.model == "bert":
+        tok = tok.add_special_tokens(BERT_SPECIALS)
     if force and run.exists():
         for sub in ("checkpoints", "tokens", "model", "tokenizer"):
             shutil.rmtree(run / sub, ignore_errors=True)
@@ -93,17 +96,53 @@ def train_run(run_dir: str | os.PathLike, *, resume: bool = False, log=print, pr
     import torch
 
     from llmkit.data.tokens import load_token_files
-    from llmkit.models.zoo import build_model, save_model
+    from llmkit.models.zoo import COUNTED_KINDS, build_model, save_model
     from llmkit.tokenizer import Tokenizer
     from llmkit.training.loop import train
 
     run = Path(run_dir)
     spec = load_spec(run)
     tf = load_token_files(run / "tokens")
+    if spec.model in COUNTED_KINDS:
+        return fit_counted(run, spec, tf, log)
     torch.manual_seed(spec.train.seed)
     model = build_model(spec.model, spec.preset, vocab_size=tf.vocab_size, **spec.overrides)
-    records = train(model, tf.split("train"), tf.split("val"), spec.train, run, resume=resume, log=log, progress=progress)
+    objective = _objective(spec, Tokenizer.load(run / "tokenizer"))
+    records = train(model, tf.split("train"), tf.split("val"), spec.train, run, resume=resume, log=log, progress=progress, objective=objective)
     if int(os.environ.get("RANK", "0")) == 0:
         save_model(model, run / "model", overwrite=True, extra={"tokenizer": spec.tokenizer, "corpus": spec.corpus})
         Tokenizer.load(run / "tokenizer").save(run / "model", overwrite=True)
     return records
+
+
+def _objective(spec: RunSpec, tok):
+    from llmkit.training.objectives import CAUSAL, mlm_objective
+
+    if spec.model != "bert":
+        return CAUSAL
+    return mlm_objective(tok.special_tokens["[MASK]"], tok.n_vocab, [tok.special_tokens[s] for s in BERT_SPECIALS])
+
+
+def fit_counted(run: Path, spec: RunSpec, tf, log=print, max_eval_tokens: int = 200_000) -> list[dict]:
+    """Fit an n-gram model by counting the training tokens, score the validation tokens
+    and record one metrics line; ``RUN/model`` records how to refit it."""
+    import time
+
+    from llmkit.models.zoo import build_model, save_counted
+    from llmkit.tokenizer import Tokenizer
+    from llmkit.training.loop import MetricsLog
+
+    t0 = time.perf_counter()
+    model = build_model(spec.model, spec.preset, vocab_size=tf.vocab_size, **spec.overrides).fit(tf.split("train"))
+    seconds = time.perf_counter() - t0
+    val = tf.split("val")[:max_eval_tokens]
+    rec = {"step": 1, "fit_seconds": seconds, "stored_entries": model.stored_entries(), "dense_size": model.dense_size()}
+    if len(val) > 1:
+        nll = -float(model.log_likelihood(val).mean())
+        rec.update({"loss": nll, "val_loss": nll, "val_ppl": math.exp(min(nll, 50.0)), "val_bits_per_token": nll / math.log(2)})
+    log(f"fitted {spec.model} ({model.stored_entries():,} stored entries of a dense {model.dense_size():.3g}) in {seconds:.1f} s")
+    metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=None)
+    metrics.write(rec)
+    save_counted(model, run / "model", tokens=os.path.relpath(run / "tokens", run / "model"))
+    Tokenizer.load(run / "tokenizer").save(run / "model", overwrite=True)
+    return [rec]

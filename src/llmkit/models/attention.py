@@ -5,6 +5,11 @@
   weights so they can be inspected and plotted.
 - The fast path calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels,
   flash attention on GPUs). Tests hold both to the same output (1e-5).
+
+:class:`KVCache` keeps every layer's keys and values for the positions already seen, so
+generation feeds only the new token: its query attends to the cached keys. Both paths take
+the cache; the causal mask is aligned bottom-right (the T new queries sit at the end of the
+Tk keys), which is what ``explicit_attention``'s ``tril(Tk - T)`` already draws.
 """
 
 from __future__ import annotations
@@ -33,6 +38,48 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal
     return torch.stack(outs, dim=1), torch.stack(weights, dim=1)
 
 
+class KVCache:
+    """Preallocated keys and values of all layers, (n_layer, B, H, max_len, D) each.
+
+    ``pos`` is how many positions are filled. Each layer calls :meth:`update` with the keys
+    and values of the T new positions and gets back the whole past + new (B, H, pos + T, D);
+    after the last layer the model calls :meth:`advance` (T), so every layer of one forward
+    pass writes at the same offset.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, head_dim: int, max_len: int, *, device=None, dtype=None):
+        shape = (n_layer, batch_size, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, D) at [pos, pos + T); return keys/values for [0, pos + T)."""
+        B, H, T, D = k.shape
+        if B != self.batch_size:
+            raise ValueError(f"cache holds a batch of {self.batch_size}, got {B}")
+        end = self.pos + T
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {self.pos} + {T} positions > max_len {self.max_len}")
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, H, pos + T, D)
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention with a fused q/k/v projection (GPT-2's layout)."""
 
@@ -44,15 +91,34 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, return_weights: bool = False, *, kv_cache: KVCache | None = None, layer: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C). With ``kv_cache``, x holds only the new positions; their keys and
+        values are stored in the cache (slot ``layer``) and the queries attend to all of it."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, H, Tk, D), Tk = past + T
         weights = None
         if return_weights:
             y, weights = explicit_attention(q, k, v)
         else:
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, T, D)
+            y = _sdpa_causal(q, k, v, p)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_drop(self.c_proj(y)), weights
+
+
+def _sdpa_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Causal SDPA where the T queries are the last T of the Tk key positions."""
+    T, Tk = q.shape[2], k.shape[2]
+    if T == Tk:  # no past: the ordinary causal square
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if T == 1:  # one new token sees every cached position: no mask at all
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    # several new tokens after a past (chunked prefill): SDPA's is_causal aligns top-left,
+    # so pass the bottom-right mask explicitly; query i sees keys [0, Tk - T + i]
+    mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(Tk - T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

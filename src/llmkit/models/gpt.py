@@ -3,6 +3,10 @@ of causal self-attention and a GELU MLP, a final LayerNorm and a (tied) output h
 
 Parameter names follow Hugging Face's GPT-2 layout (``transformer.wte``, ``h.N.attn.c_attn``,
 ...) so conversion is a transpose of the Conv1D weights, nothing more.
+
+For generation, :meth:`GPT.new_kv_cache` + :meth:`GPT.forward_cached` run the model
+incrementally: prefill the prompt once, then feed one new token at a time (positions are
+offset by what the cache holds). See :mod:`llmkit.generation`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmkit.models.attention import CausalSelfAttention
+from llmkit.models.attention import CausalSelfAttention, KVCache
 from llmkit.models.config import GPTConfig
 
 
@@ -38,8 +42,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, w = self.attn(self.ln_1(x), return_weights)
+    def forward(
+        self, x: torch.Tensor, return_weights: bool = False, *, kv_cache: KVCache | None = None, layer: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, w = self.attn(self.ln_1(x), return_weights, kv_cache=kv_cache, layer=layer)
         x = x + a
         return x + self.mlp(self.ln_2(x)), w
 
@@ -97,6 +103,33 @@ class GPT(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none", ignore_index=-100)
         return logits, loss.view(B, T)  # per-token loss; reduce outside
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: the
+        context length) positions, on the model's device and dtype."""
+        c = self.config
+        max_len = c.context_length if max_len is None else min(max_len, c.context_length)
+        w = self.transformer.wte.weight
+        return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_len, device=w.device, dtype=w.dtype)
+
+    def forward_cached(
+        self, idx: torch.Tensor, cache: KVCache, *, last_only: bool = False, return_weights: bool = False
+    ) -> torch.Tensor:
+        """Logits (B, T, V) for the T new tokens ``idx`` that follow the ``cache.pos``
+        positions already in ``cache``; their keys/values are appended to it. ``last_only``
+        keeps only the last position's logits (B, 1, V), which is all decoding needs."""
+        B, T = idx.shape
+        start = cache.pos
+        if start + T > self.config.context_length:
+            raise ValueError(f"positions {start}..{start + T - 1} exceed the context length {self.config.context_length}")
+        pos = torch.arange(start, start + T, device=idx.device)  # absolute positions of the new tokens
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x, _ = block(x, return_weights, kv_cache=cache, layer=i)
+        cache.advance(T)  # every layer wrote at [start, start + T)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T or 1, V)
 
     def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Run the explicit attention path and return each layer's weights (B, H, T, T)."""

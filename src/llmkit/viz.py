@@ -72,3 +72,22 @@ def loss_curve(path: str | os.PathLike, records: Sequence[dict], *, title: str =
     ax.spines[["top", "right"]].set_visible(False)
     _save(fig, path)
     plt.close(fig)
+
+
+def attention_heatmap(path: str | os.PathLike, weights, labels: Sequence[str], *, title: str) -> None:
+    """A (T, T) attention matrix: row = the token attending (query), column = the token
+    attended to (key); each row sums to 1."""
+    plt = _plt()
+    n = len(labels)
+    size = min(12.0, 2.0 + 0.32 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(weights, cmap="viridis", vmin=0.0)
+    shown = [repr(s)[1:-1] for s in labels]
+    ax.set_xticks(range(n), shown, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), shown, fontsize=8)
+    ax.set_xlabel("attended to (key)")
+    ax.set_ylabel("attending (query)")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _save(fig, path)
+    plt.close(fig)

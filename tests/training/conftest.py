@@ -27,3 +27,17 @@ def small_tokenizer(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
     Tokenizer.train(load_corpus(str(small_corpus)).texts(), 320).save(out, overwrite=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_corpus, small_tokenizer, tmp_path_factory):
+    """A GPT trained for 20 steps on the small corpus (a run directory)."""
+    from typer.testing import CliRunner
+
+    from llmkit.cli.main import app
+
+    out = tmp_path_factory.mktemp("runs") / "gpt"
+    r = CliRunner().invoke(app, ["train", "-o", str(out), "--corpus", str(small_corpus), "--tokenizer", str(small_tokenizer),
+                                 "--steps", "20", "--batch-size", "8", "--block-size", "32", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    return out

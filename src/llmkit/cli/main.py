@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import typer
 
+from llmkit.cli import compare as compare_cli
+from llmkit.cli import generate as generate_cli
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
 from llmkit.cli import train as train_cli
@@ -20,6 +22,10 @@ app = typer.Typer(
 app.add_typer(tokenizer_cli.app, name="tokenizer")
 app.command("speedrun")(speedrun_cli.speedrun)
 app.command("train")(train_cli.train)
+app.command("generate")(generate_cli.generate)
+app.command("chat")(generate_cli.chat)
+app.command("attention")(generate_cli.attention)
+app.command("compare")(compare_cli.compare)
 
 
 @app.callback()

@@ -29,6 +29,10 @@ class SpeedrunConfig:
     pattern: str = "gpt4"
     quick_corpus_bytes: int = 600_000
     quick_vocab_size: int = 1024
+    pretrain_steps: int = 150
+    quick_pretrain_steps: int = 40
+    compare_budget: int = 50_000
+    quick_compare_budget: int = 6_000
 
     @property
     def effective_vocab_size(self) -> int:
@@ -63,6 +67,9 @@ def _corpus(ctx: Context):
 
     docs = load_corpus(ctx.config.corpus)
     return docs.head(ctx.config.quick_corpus_bytes) if ctx.config.quick else docs
+
+
+corpus_of = _corpus  # for the stages in speedrun_lm
 
 
 def _split(ctx: Context) -> tuple[list[str], list[str]]:
@@ -159,10 +166,28 @@ def _tok_settings(c: SpeedrunConfig) -> dict:
     return {"quick": c.quick, "corpus": c.corpus, "vocab_size": c.effective_vocab_size, "pattern": c.pattern}
 
 
+def _lm_stages() -> list[Stage]:
+    from llmkit import speedrun_lm as lm
+
+    def pre(c: SpeedrunConfig) -> dict:
+        return {**_tok_settings(c), "steps": c.quick_pretrain_steps if c.quick else c.pretrain_steps}
+
+    def cmp(c: SpeedrunConfig) -> dict:
+        return {**_tok_settings(c), "budget": c.quick_compare_budget if c.quick else c.compare_budget}
+
+    return [
+        Stage("pretrain", "4. GPT pre-training", lm.run_pretrain, lm.report_pretrain, pre),
+        Stage("samples", "5. Samples from the pre-trained GPT", lm.run_samples, lm.report_samples, pre),
+        Stage("attention", "6. Attention inside the GPT", lm.run_attention, lm.report_attention, pre),
+        Stage("compare", "7. n-gram vs NPLM vs LSTM vs GPT on the same tokens", lm.run_compare, lm.report_compare, cmp),
+    ]
+
+
 STAGES: list[Stage] = [
     Stage("corpus", "1. Corpus", run_corpus, report_corpus, lambda c: {"quick": c.quick, "corpus": c.corpus}),
     Stage("tokenizer", "2. Tokenizer training", run_tokenizer, report_tokenizer, _tok_settings),
     Stage("tokenizer_stats", "3. Tokenizer compression vs gpt2 / cl100k_base / o200k_base", run_tokenizer_stats, report_tokenizer_stats, _tok_settings),
+    *_lm_stages(),
 ]
 
 

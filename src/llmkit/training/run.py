@@ -51,9 +51,10 @@ def steps_for_tokens(tokens: int, cfg: TrainConfig, block_size: int) -> int:
     return max(1, math.ceil(tokens / (cfg.batch_size * block_size)))
 
 
-def prepare_run(spec: RunSpec, run_dir: str | os.PathLike, *, force: bool = False, log=print) -> Path:
+def prepare_run(spec: RunSpec, run_dir: str | os.PathLike, *, force: bool = False, log=print, docs=None) -> Path:
     """Create ``run_dir`` (tokenizer copy, token files, run.json). Refuses an existing run
-    unless ``force`` (then it starts over)."""
+    unless ``force`` (then it starts over). ``docs``: an already loaded Corpus to use
+    instead of loading ``spec.corpus``."""
     import shutil
 
     from llmkit.data.corpora import load_corpus
@@ -75,7 +76,7 @@ def prepare_run(spec: RunSpec, run_dir: str | os.PathLike, *, force: bool = Fals
             (run / f).unlink(missing_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     tok.save(run / "tokenizer", overwrite=True)
-    docs = load_corpus(spec.corpus)
+    docs = docs if docs is not None else load_corpus(spec.corpus)
     log(f"tokenizing {docs.name}: {len(docs)} documents, {docs.nbytes / 1e6:.1f} MB")
     tf = write_token_files(docs.texts(), tok, run / "tokens", corpus_name=docs.name, tokenizer_ref=spec.tokenizer, overwrite=True)
     log(f"{tf.meta['n_tokens']['train']:,} training and {tf.meta['n_tokens']['val']:,} validation tokens")

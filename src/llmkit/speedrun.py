@@ -29,9 +29,9 @@ class SpeedrunConfig:
     pattern: str = "gpt4"
     quick_corpus_bytes: int = 600_000
     quick_vocab_size: int = 1024
-    pretrain_steps: int = 150
+    pretrain_steps: int = 500
     quick_pretrain_steps: int = 40
-    compare_budget: int = 50_000
+    compare_budget: int = 300_000
     quick_compare_budget: int = 6_000
 
     @property

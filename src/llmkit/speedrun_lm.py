@@ -108,8 +108,8 @@ def run_compare(ctx) -> dict:
 
 
 def report_compare(r: dict) -> str:
-    lines = [f"Each neural model trains on {r['budget']:,} tokens (the n-gram model counts the whole training split); "
-             "all are scored on the same validation windows.", "",
+    lines = [f"Each model learns from the same {r['budget']:,} training tokens (the same windows: the neural models "
+             "train on them, the n-gram model counts them); all are scored on the same validation windows.", "",
              "| model | parameters | train s | val loss | bits/token | perplexity |", "|---|---:|---:|---:|---:|---:|"]
     for row in r["rows"]:
         lines.append(f"| {row['model']} | {row['parameters']:,} | {row['train_seconds']:.1f} | {row['val_loss']:.3f} | "

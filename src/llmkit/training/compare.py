@@ -1,8 +1,8 @@
 """``llmkit compare``: the course's model ladder on equal terms.
 
-n-gram, NPLM, LSTM and GPT learn from the same training tokens (same tokenizer, same
-budget of training tokens for the neural models; the n-gram model counts all of them) and are
-scored on the same validation windows. The table reports parameters (stored counts for the
+n-gram, NPLM, LSTM and GPT learn from the same training tokens (same tokenizer, the same
+windows in the same order: the neural models train on them, the n-gram model counts them) and
+are scored on the same validation windows. The table reports parameters (stored counts for the
 n-gram model), training time, validation loss, bits per token and perplexity.
 """
 
@@ -47,6 +47,18 @@ def parse_budget(text: str) -> int:
     return int(value)
 
 
+def same_tokens(train_ids, steps: int, batch_size: int, block_size: int, seed: int):
+    """The tokens the neural models see (the same windows, in the same order), joined, so
+    the n-gram model counts exactly what the others learn from."""
+    import numpy as np
+
+    from llmkit.data.tokens import WindowSampler
+
+    sampler = WindowSampler(train_ids, block_size, batch_size, shuffle=True, seed=seed)
+    rows = [sampler.next_batch()[0].numpy() for _ in range(steps)]
+    return np.concatenate([r.reshape(-1) for r in rows]) if rows else np.zeros(0, dtype=np.int64)
+
+
 def _score(model, val, block_size: int, batch_size: int, n_batches: int) -> dict:
     from llmkit.training.loop import evaluate
 
@@ -83,8 +95,9 @@ def compare_models(
         model = build_model(kind, preset, vocab_size=tf.vocab_size)
         t0 = time.perf_counter()
         if kind in COUNTED_KINDS:
-            model.fit(train_ids)
-            seen = len(train_ids)
+            seen_ids = same_tokens(train_ids, steps, batch_size, block_size, seed)
+            model.fit(seen_ids)
+            seen = len(seen_ids)
         else:
             cfg = TrainConfig(steps=steps, batch_size=batch_size, block_size=block_size, lr=lr, min_lr=lr / 10,
                               warmup_steps=min(20, steps), eval_every=10**9, log_every=10**9, ckpt_every=10**9, keep_last=1, seed=seed, device="cpu")

@@ -32,11 +32,14 @@ def peak_flops(device: torch.device) -> float | None:
     if device.type != "cpu":
         return None
     if _CPU_PEAK is None:
-        a = torch.randn(512, 512, generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
+        n = 1024
+        a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
         a @ a  # warm-up
-        t0, reps = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 0.2:
-            a @ a
-            reps += 1
-        _CPU_PEAK = 2 * 512**3 * reps / (time.perf_counter() - t0)
+        best = 0.0
+        for _ in range(5):  # best of five: other processes only ever slow a trial down
+            t0 = time.perf_counter()
+            for _ in range(3):
+                a @ a
+            best = max(best, 3 * 2 * n**3 / (time.perf_counter() - t0))
+        _CPU_PEAK = best
     return _CPU_PEAK

@@ -145,3 +145,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, small_corp
     a, b = load_model(tmp_path / "one" / "model"), load_model(tmp_path / "two" / "model")
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-3, msg=n)
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_losses(tmp_path):
+    data = _data()
+    runs = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        model = build_model("gpt", "tiny", vocab_size=64)
+        runs.append(train(model, data, None, _cfg(steps=4, log_every=1, compile=compile_), tmp_path / str(compile_)))
+    np.testing.assert_allclose([r["loss"] for r in runs[1]], [r["loss"] for r in runs[0]], rtol=1e-4)

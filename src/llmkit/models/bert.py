@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit.models.common import init_gpt_style
 from llmkit.models.config import BertConfig
 
 if TYPE_CHECKING:
@@ -184,19 +185,8 @@ class Bert(nn.Module):
             )
         )
         self.cls = nn.ModuleDict(dict(predictions=BertLMPredictionHead(cfg)))
-        self.apply(self._init_weights)
+        self.apply(init_gpt_style)
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tied
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """BERT's initialisation: N(0, 0.02) weights, zero biases, LayerNorm at identity."""
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-        if isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def num_parameters(self) -> int:
         """Unique parameters (the tied decoder counts once)."""

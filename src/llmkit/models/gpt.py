@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmkit.models.attention import CausalSelfAttention, KVCache
+from llmkit.models.common import init_gpt_style
 from llmkit.models.config import GPTConfig
 
 
@@ -68,17 +69,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
-        self.apply(self._init_weights)
+        self.apply(init_gpt_style)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 L)
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
 
     def num_parameters(self, exclude_position_embeddings: bool = False) -> int:
         """Unique parameters (a tied head counts once)."""

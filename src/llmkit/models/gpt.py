@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmkit.models.attention import CausalSelfAttention, KVCache
-from llmkit.models.common import init_gpt_style
+from llmkit.models.common import init_gpt_style, per_token_cross_entropy
 from llmkit.models.config import GPTConfig
 
 
@@ -95,8 +95,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none", ignore_index=-100)
-        return logits, loss.view(B, T)  # per-token loss; reduce outside
+        return logits, per_token_cross_entropy(logits, targets)  # (B, T); reduce outside
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: the

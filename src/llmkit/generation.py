@@ -144,7 +144,11 @@ class Runner:
         return ids if self.context_length is None else ids[:, -self.context_length :]
 
     def _recompute(self) -> torch.Tensor:
-        logits, _ = self.model(self._window(self.ids))  # (B, T, V)
+        window = self._window(self.ids)
+        if supports_kv_cache(self.model):  # a throw-away cache lets the head run on the last position only
+            scratch = self.model.new_kv_cache(window.shape[0], max_len=window.shape[1])
+            return self.model.forward_cached(window, scratch, last_only=True)[:, -1]  # (B, V)
+        logits, _ = self.model(window)  # (B, T, V)
         return logits[:, -1]
 
     @torch.inference_mode()

@@ -60,6 +60,8 @@ class Stage:
     run: Callable[[Context], dict]
     report: Callable[[dict], str]
     settings: Callable[[SpeedrunConfig], dict]
+    outputs: tuple[str, ...] = ()
+    """Files (relative to the run directory) the stage makes; a stage whose outputs are gone is redone."""
 
 
 def _corpus(ctx: Context):
@@ -176,17 +178,17 @@ def _lm_stages() -> list[Stage]:
         return {**_tok_settings(c), "budget": c.quick_compare_budget if c.quick else c.compare_budget}
 
     return [
-        Stage("pretrain", "4. GPT pre-training", lm.run_pretrain, lm.report_pretrain, pre),
+        Stage("pretrain", "4. GPT pre-training", lm.run_pretrain, lm.report_pretrain, pre, ("pretrain/model/model.safetensors", "pretrain/loss.png")),
         Stage("samples", "5. Samples from the pre-trained GPT", lm.run_samples, lm.report_samples, pre),
-        Stage("attention", "6. Attention inside the GPT", lm.run_attention, lm.report_attention, pre),
-        Stage("compare", "7. n-gram vs NPLM vs LSTM vs GPT on the same tokens", lm.run_compare, lm.report_compare, cmp),
+        Stage("attention", "6. Attention inside the GPT", lm.run_attention, lm.report_attention, pre, ("attention.png",)),
+        Stage("compare", "7. n-gram vs NPLM vs LSTM vs GPT on the same tokens", lm.run_compare, lm.report_compare, cmp, ("compare/compare.png",)),
     ]
 
 
 STAGES: list[Stage] = [
     Stage("corpus", "1. Corpus", run_corpus, report_corpus, lambda c: {"quick": c.quick, "corpus": c.corpus}),
-    Stage("tokenizer", "2. Tokenizer training", run_tokenizer, report_tokenizer, _tok_settings),
-    Stage("tokenizer_stats", "3. Tokenizer compression vs gpt2 / cl100k_base / o200k_base", run_tokenizer_stats, report_tokenizer_stats, _tok_settings),
+    Stage("tokenizer", "2. Tokenizer training", run_tokenizer, report_tokenizer, _tok_settings, ("tokenizer/tokenizer.tiktoken", "token_length_by_rank.png")),
+    Stage("tokenizer_stats", "3. Tokenizer compression vs gpt2 / cl100k_base / o200k_base", run_tokenizer_stats, report_tokenizer_stats, _tok_settings, ("bytes_per_token.png",)),
     *_lm_stages(),
 ]
 
@@ -201,7 +203,9 @@ def _load_done(ctx: Context, stage: Stage) -> dict | None:
         rec = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return rec if rec.get("settings") == stage.settings(ctx.config) else None
+    if rec.get("settings") != stage.settings(ctx.config):
+        return None
+    return rec if all((ctx.out / o).exists() for o in stage.outputs) else None
 
 
 def write_report(ctx: Context) -> Path:
@@ -218,6 +222,9 @@ def write_report(ctx: Context) -> Path:
 
 def run_speedrun(config: SpeedrunConfig, *, log: Callable[[str], None] = print, progress=None, restart: bool = False, only: list[str] | None = None) -> Path:
     """Run (or resume) every stage and return the path of ``report.md``."""
+    from llmkit.tokenizer.tokenizer import merges_for
+
+    merges_for(config.effective_vocab_size, ["<|endoftext|>"])  # a vocabulary too small fails before any work
     names = [s.name for s in STAGES]
     for n in only or []:
         if n not in names:

@@ -15,13 +15,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Errors a user can cause (bad input, missing or existing files): one line, exit 1.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
+USER_ERRORS = (ValueError, OSError, KeyError)
 
 
 def fail(message: str, code: int = 1) -> None:
     """Print ``error: message`` on stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _one_line(e: BaseException) -> str:
+    """A user-facing line for an exception: OSErrors name their file, KeyErrors their key."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None and str(e.filename) not in str(e.args[-1] if e.args else ""):
+        msg = f"{e.filename}: {e.strerror}"
+    elif isinstance(e, KeyError):
+        msg = f"missing or unknown key {e.args[0]!r}" if e.args else "missing key"
+    else:
+        msg = str(e) or type(e).__name__
+    return msg.splitlines()[0] if msg.strip() else type(e).__name__
 
 
 def cli_errors(fn: F) -> F:
@@ -32,8 +43,7 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            fail(str(msg).splitlines()[0] if str(msg) else type(e).__name__)
+            fail(_one_line(e))
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None

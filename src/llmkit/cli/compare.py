@@ -19,6 +19,7 @@ def compare(
     models: Annotated[Optional[list[str]], typer.Option("--model", help="models to compare (repeatable); default all four")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="directory for tokens, compare.json and compare.png")] = Path("runs/compare"),
     block_size: Annotated[int, typer.Option("--block-size")] = 64,
+    force: Annotated[bool, typer.Option("--force", help="replace the results of an earlier comparison in OUTPUT")] = False,
 ) -> None:
     """Train the course's model ladder on the same tokens and print a comparison table."""
     from rich.table import Table
@@ -29,6 +30,13 @@ def compare(
     from llmkit.training.compare import LADDER, compare_models, parse_budget
 
     tokens = parse_budget(budget)
+    if block_size < 1:
+        raise ValueError("--block-size must be >= 1")
+    if (output / "run.json").exists():
+        raise FileExistsError(f"{output} is a training run; compare writes its own directory, choose another --output")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not (force and (output / "compare.json").exists()):
+            raise FileExistsError(f"{output} exists and is not empty; pass --force to replace an earlier comparison there, or choose a new --output")
     kinds = tuple(models or LADDER)
     for k in kinds:
         if k not in LADDER:

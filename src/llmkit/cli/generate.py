@@ -18,8 +18,13 @@ TopP = Annotated[float, typer.Option("--top-p", help="sample in the smallest set
 Seed = Annotated[Optional[int], typer.Option("--seed", help="seed for reproducible sampling")]
 
 
-def _load_causal(run: Path):
+def _load_causal(run: Path, max_new_tokens: int, temperature: float, top_k: int | None, top_p: float):
+    from llmkit.generation import check_sampling
     from llmkit.inference import load_pretrained
+
+    if max_new_tokens < 1:
+        fail("--max-new-tokens must be >= 1")
+    check_sampling(temperature, top_k, top_p)  # bad settings fail before the model loads
 
     model, tok, kind = load_pretrained(run)
     if kind == "bert":
@@ -40,7 +45,7 @@ def generate(
     """Continue PROMPT with a trained model, streaming the text as it is generated."""
     from llmkit.generation import stream
 
-    model, tok = _load_causal(run)
+    model, tok = _load_causal(run, max_new_tokens, temperature, top_k, top_p)
     pieces = stream(model, tok, prompt, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     sys.stdout.write(prompt)
     for piece in pieces:
@@ -62,7 +67,7 @@ def chat(
     at a blank line or <|endoftext|>. /reset forgets, /exit (or end of input) quits."""
     from llmkit.generation import stream
 
-    model, tok = _load_causal(run)
+    model, tok = _load_causal(run, max_new_tokens, temperature, top_k, top_p)
     history = ""
     err_console.print("type a line and press enter; /reset forgets the conversation, /exit quits")
     for line in sys.stdin:
@@ -103,5 +108,7 @@ def attention(
         fail("the output must be a .png file")
     model, tok, kind = load_pretrained(run)
     weights, labels = attention_map(model, tok, text, layer, head)
+    if len(labels) < len(tok.encode(text)):
+        err_console.print(f"note: the text was cut to the model's context of {len(labels)} tokens")
     viz.attention_heatmap(output, weights.numpy(), labels, title=f"{kind}: layer {layer}, head {head}")
     console.print(f"wrote {output} ({len(labels)} tokens)")

@@ -124,7 +124,7 @@ def show(
     for i, p in enumerate(pieces):
         line.append(p, style=colours[i % len(colours)])
     console.print(line)
-    console.print(repr(pieces), highlight=False, soft_wrap=True)
+    console.print(repr(pieces), highlight=False, soft_wrap=True, markup=False)
     console.print(json.dumps(ids), highlight=False, soft_wrap=True)
     console.print(f"{len(ids)} tokens, {len(s.encode('utf-8'))} bytes", style="dim")
 
@@ -143,6 +143,8 @@ def stats(
     from llmkit.data.corpora import load_corpus
     from llmkit.tokenizer.stats import COMPARE_WITH, compare
 
+    if max_mb < 0:
+        fail("--max-mb must be >= 0 (0 means the whole corpus)")
     docs = load_corpus(corpus)
     if max_mb > 0:
         docs = docs.head(int(max_mb * 1e6))

@@ -64,6 +64,12 @@ def train(
 
     if steps is not None and tokens is not None:
         fail("give --steps or --tokens, not both")
+    if tokens is not None and tokens < 1:
+        fail("--tokens must be >= 1")
+    if nproc < 1:
+        fail("--nproc must be >= 1")
+    if resume and not prepared and (steps is not None or tokens is not None):
+        fail("--resume continues the run as it was planned; --steps/--tokens cannot change it")
     if prepared:
         train_run(output, resume=resume, log=lambda m: err_console.print(m, highlight=False))
         return
@@ -72,7 +78,12 @@ def train(
     else:
         from llmkit.training.loop import default_block_size
 
-        block = block_size or default_block_size(build_model(model, preset, vocab_size=2))
+        probe = build_model(model, preset, vocab_size=2)
+        block = block_size if block_size is not None else default_block_size(probe)
+        ctx_len = getattr(probe.config, "context_length", None)
+        if ctx_len is not None and block > ctx_len:
+            fail(f"--block-size {block} is longer than the {preset} {model}'s context length {ctx_len}")
+        _check_output(output, force)
         base = TrainConfig(batch_size=batch_size, grad_accum=grad_accum)
         n_steps = steps if steps is not None else (steps_for_tokens(tokens, base, block) if tokens else 200)
         cfg = TrainConfig(
@@ -102,6 +113,19 @@ def train(
         msg += f", validation {last['val_loss']:.3f} nats ({last['val_bits_per_token']:.3f} bits/token, perplexity {last['val_ppl']:.1f})"
     console.print(msg, highlight=False)
     console.print(f"model: {output / 'model'}  metrics: {output / 'metrics.jsonl'}  curve: {output / 'loss.png'}")
+
+
+def _check_output(output: Path, force: bool) -> None:
+    """A new run goes into a new or empty directory; an existing run needs --resume/--force;
+    any other non-empty directory is never written into."""
+    from llmkit.training.run import RUN_FILE
+
+    if output.exists() and not output.is_dir():
+        fail(f"{output} exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()) and not (output / RUN_FILE).exists():
+        fail(f"{output} is not empty and holds no llmkit run; choose a new directory")
+    if (output / RUN_FILE).exists() and not force:
+        fail(f"{output} already holds a run; use --resume to continue it or --force to start over")
 
 
 def _launch_torchrun(output: Path, nproc: int, resume: bool) -> None:

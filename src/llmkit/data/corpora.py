@@ -149,7 +149,11 @@ def load_corpus(spec: str | os.PathLike[str], *, refresh: bool = False) -> Corpu
     if isinstance(spec, str) and spec in BUILTIN_CORPORA:
         return pydocs(refresh=refresh) if spec == "pydocs" else pysource()
     name = os.fspath(spec)
+    if not name.strip():
+        raise CorpusError(f"empty corpus name; use {', '.join(BUILTIN_CORPORA)} or a path")
     if isinstance(spec, str) and "+" in name and not os.path.exists(name):
+        if any(not part.strip() for part in name.split("+")):
+            raise CorpusError(f"corpus spec {name!r} has an empty part around '+'")
         parts = [load_corpus(part, refresh=refresh) for part in name.split("+")]
         return Corpus(name, [doc for part in parts for doc in part.documents])
     return from_path(spec)

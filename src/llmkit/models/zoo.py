@@ -163,16 +163,28 @@ def load_model(directory: str | os.PathLike, map_location: str = "cpu") -> torch
     """Rebuild the model a directory describes and load its weights."""
     d = Path(directory)
     meta = read_model_config(d)["llmkit"]
-    k = _kind(meta["kind"])
-    model = k.model_cls(k.config_cls(**meta["config"]))
+    try:
+        k = _kind(meta["kind"])
+        model = k.model_cls(k.config_cls(**meta["config"]))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{d / CONFIG_FILE} is corrupt (bad or missing field {e})") from None
     if meta["kind"] in COUNTED_KINDS:
         from llmkit.data.tokens import load_token_files
 
         return model.fit(load_token_files(d / meta["fit_tokens"]).split("train"))
-    sd = load_file(d / WEIGHTS_FILE, device=map_location)
+    try:
+        sd = load_file(d / WEIGHTS_FILE, device=map_location)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{d} has no {WEIGHTS_FILE}") from None
+    except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
+        raise ValueError(f"{d / WEIGHTS_FILE} is corrupt or truncated ({str(e).splitlines()[0][:100]})") from None
     if meta["kind"] == "gpt" and _gpt2_compatible(model.config):
         sd = {k2: (v.t().contiguous() if k2.endswith(_CONV1D) else v) for k2, v in sd.items()}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:
+        detail = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1][:120]
+        raise ValueError(f"{d / WEIGHTS_FILE} does not fit {d / CONFIG_FILE} ({detail})") from None
     missing = [m for m in missing if m not in _shared_names(model)]  # tied: loaded via its twin
     if missing or unexpected:
         raise ValueError(f"{d / WEIGHTS_FILE} does not fit the config: missing {missing[:3]}, unexpected {unexpected[:3]}")

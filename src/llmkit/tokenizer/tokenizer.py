@@ -235,6 +235,7 @@ class Tokenizer:
             "pattern": {"name": self.pattern.name, "regex": self.pattern.tiktoken, "hf_regex": self.pattern.hf},
             "special_tokens": self.special_tokens,
             "n_vocab": self.n_vocab,
+            "n_ranks": len(self.ranks),
         }
         payloads = {RANKS_FILE: files.format_tiktoken(self.ranks), META_FILE: json.dumps(meta, indent=2, ensure_ascii=False).encode()}
         if hf:
@@ -260,9 +261,15 @@ class Tokenizer:
             raise ValueError(f"{d}: corrupt tokenizer files ({e})") from None
         if meta.get("format") != FORMAT:
             raise ValueError(f"{d / META_FILE} is not an llmkit tokenizer file")
-        p = meta["pattern"]
-        pattern = PATTERNS.get(p.get("name")) or SplitPattern(p.get("name", "custom"), p["regex"], p.get("hf_regex", p["regex"]))
-        return cls(ranks, pattern, meta.get("special_tokens", {}), name=meta.get("name", d.name), engine=engine)
+        try:
+            p = meta["pattern"]
+            pattern = PATTERNS.get(p.get("name")) or SplitPattern(p.get("name", "custom"), p["regex"], p.get("hf_regex", p["regex"]))
+            tok = cls(ranks, pattern, meta.get("special_tokens", {}), name=meta.get("name", d.name), engine=engine)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{d / META_FILE} is corrupt (bad or missing field {e})") from None
+        if meta.get("n_ranks", len(ranks)) != len(ranks) or meta.get("n_vocab", tok.n_vocab) != tok.n_vocab:
+            raise ValueError(f"{d / RANKS_FILE} holds {len(ranks)} tokens but {META_FILE} promises {meta.get('n_ranks')}: the files are truncated or mixed up")
+        return tok
 
     def __repr__(self) -> str:
         return f"Tokenizer(name={self.name!r}, n_vocab={self.n_vocab}, pattern={self.pattern.name!r}, engine={self.engine_name!r})"
@@ -278,6 +285,8 @@ def merges_for(vocab_size: int, special_tokens: Sequence[str]) -> int:
 
 
 def _validate(ranks: dict[bytes, int], specials: dict[str, int]) -> None:
+    if any(not isinstance(s, str) or not s for s in specials):
+        raise ValueError("special tokens must be non-empty strings")
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
         raise ValueError(f"ranks lack {len(missing)} single bytes (e.g. {missing[0]}); a byte-level BPE needs all 256")

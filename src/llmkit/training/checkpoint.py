@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -117,23 +118,34 @@ def _prune(root: Path, keep_last: int) -> None:
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The directory ``latest.json`` points at, or None when there is no checkpoint."""
+    """The checkpoint ``latest.json`` points at; when that file is missing or corrupt, the
+    newest complete ``step_*`` directory; None when there is none."""
     root = Path(run_dir) / "checkpoints"
     try:
         name = json.loads((root / LATEST).read_text(encoding="utf-8"))["dir"]
-    except (OSError, ValueError, KeyError):
-        return None
-    path = root / name
-    return path if (path / "trainer.json").is_file() else None
+        if isinstance(name, str) and re.fullmatch(r"step_\d+", name) and (root / name / "trainer.json").is_file():
+            return root / name
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    done = sorted(p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and (p / "trainer.json").is_file())
+    return done[-1] if done else None
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, restore_rng: bool = True) -> dict:
     """Load weights (and optimizer and RNG state) from ``path``; returns ``trainer.json``."""
     p = Path(path)
-    model.load_state_dict(load_file(p / "model.safetensors"))
-    if optimizer is not None:
-        meta = json.loads((p / "optimizer.json").read_text(encoding="utf-8"))
-        optimizer_from_files(optimizer, load_file(p / "optimizer.safetensors"), meta)
-    if restore_rng:
-        set_rng_state(load_file(p / "rng.safetensors"))
-    return json.loads((p / "trainer.json").read_text(encoding="utf-8"))
+    try:
+        state = json.loads((p / "trainer.json").read_text(encoding="utf-8"))
+        model.load_state_dict(load_file(p / "model.safetensors"))
+        if optimizer is not None:
+            meta = json.loads((p / "optimizer.json").read_text(encoding="utf-8"))
+            optimizer_from_files(optimizer, load_file(p / "optimizer.safetensors"), meta)
+        if restore_rng:
+            set_rng_state(load_file(p / "rng.safetensors"))
+        missing = {"sampler", "step"} - set(state)
+        if missing:
+            raise KeyError(f"trainer.json lacks {sorted(missing)}")
+    except Exception as e:  # safetensors, JSON, missing keys, shape mismatches: all mean a bad checkpoint
+        raise ValueError(f"checkpoint {p} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "delete that directory to resume from the one before it") from None
+    return state

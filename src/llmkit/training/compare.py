@@ -42,8 +42,8 @@ def parse_budget(text: str) -> int:
         value = float(t[:-1] if scale > 1 else t) * scale
     except ValueError:
         raise ValueError(f"budget must be a number of tokens like 200000, 200k or 1.5M, not {text!r}") from None
-    if value < 1:
-        raise ValueError("budget must be at least one token")
+    if not value >= 1 or value > 1e12:  # also catches nan and inf
+        raise ValueError(f"budget must be between 1 and 1e12 tokens, got {text!r}")
     return int(value)
 
 

@@ -62,12 +62,24 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("steps, batch_size and grad_accum must be >= 1")
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every", "ckpt_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("block_size", "stride"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {v}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warm-up steps must be >= 0, got {self.warmup_steps}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by grad_accum {self.grad_accum}")
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ValueError("need 0 <= min_lr <= lr and lr > 0")
+        if not (math.isfinite(self.lr) and math.isfinite(self.min_lr)) or self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError("need a finite lr > 0 and 0 <= min_lr <= lr")
+        if self.grad_clip < 0 or not math.isfinite(self.grad_clip):
+            raise ValueError("grad_clip must be >= 0 (0 disables clipping)")
+        if self.dtype not in ("auto", "float32", "bfloat16", "bf16"):
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose auto, float32 or bfloat16")
+        pick_device(self.device)  # raises for an unknown or unavailable device
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -80,8 +92,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist here."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("CUDA is not available in this torch build or on this machine; use --device cpu or auto")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("MPS is not available here; use --device cpu or auto")
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

@@ -80,6 +80,10 @@ def prepare_run(spec: RunSpec, run_dir: str | os.PathLike, *, force: bool = Fals
     log(f"tokenizing {docs.name}: {len(docs)} documents, {docs.nbytes / 1e6:.1f} MB")
     tf = write_token_files(docs.texts(), tok, run / "tokens", corpus_name=docs.name, tokenizer_ref=spec.tokenizer, overwrite=True)
     log(f"{tf.meta['n_tokens']['train']:,} training and {tf.meta['n_tokens']['val']:,} validation tokens")
+    block = spec.train.block_size or 64
+    if spec.model != "ngram" and tf.meta["n_tokens"]["train"] < block + 1:
+        shutil.rmtree(run, ignore_errors=True)  # nothing trainable: leave no half-made run behind
+        raise ValueError(f"the corpus has {tf.meta['n_tokens']['train']} training tokens, too few for one window of {block} + 1")
     atomic_write_text(run / RUN_FILE, spec.to_json())
     return run
 
@@ -88,7 +92,10 @@ def load_spec(run_dir: str | os.PathLike) -> RunSpec:
     p = Path(run_dir) / RUN_FILE
     if not p.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: missing {RUN_FILE}")
-    return RunSpec.from_json(p.read_text(encoding="utf-8"))
+    try:
+        return RunSpec.from_json(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{p} is corrupt ({type(e).__name__}: {e})") from None
 
 
 def train_run(run_dir: str | os.PathLike, *, resume: bool = False, log=print, progress=None) -> list[dict]:

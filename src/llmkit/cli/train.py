@@ -94,12 +94,13 @@ def train(
         spec = RunSpec(model=model, preset=preset, corpus=corpus, tokenizer=tokenizer, train=cfg)
         if int(os.environ.get("RANK", "0")) == 0:
             prepare_run(spec, output, force=force, log=lambda m: err_console.print(m, highlight=False))
-    if nproc > 1:
-        _launch_torchrun(output, nproc, resume)
-        return
     from llmkit.models.zoo import COUNTED_KINDS
     from llmkit.training.run import load_spec as _spec
 
+    if nproc > 1 and _spec(output).model not in COUNTED_KINDS:  # counting needs one process
+        _launch_torchrun(output, nproc, resume)
+        _print_summary(output)
+        return
     if _spec(output).model in COUNTED_KINDS:
         rec = train_run(output, log=lambda m: err_console.print(m, highlight=False))[-1]
         console.print(f"validation {rec.get('val_loss', float('nan')):.3f} nats ({rec.get('val_bits_per_token', float('nan')):.3f} bits/token, perplexity {rec.get('val_ppl', float('nan')):.1f})", highlight=False)
@@ -107,6 +108,15 @@ def train(
     bar, update = _progress_printer()
     with bar:
         records = train_run(output, resume=resume, log=lambda m: err_console.print(m, highlight=False), progress=update)
+    _print_summary(output, records)
+
+
+def _print_summary(output: Path, records: list[dict] | None = None) -> None:
+    import json
+
+    if records is None:
+        lines = (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        records = [json.loads(ln) for ln in lines if ln.strip()]
     last = records[-1] if records else {}
     msg = f"trained {last.get('step', 0)} steps; final loss {last.get('loss', float('nan')):.3f}"
     if "val_loss" in last:
@@ -135,5 +145,4 @@ def _launch_torchrun(output: Path, nproc: int, resume: bool) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     code = subprocess.call(cmd, env=env)
     if code:
-        fail(f"torchrun exited with status {code}")
-    console.print(f"model: {output / 'model'}  metrics: {output / 'metrics.jsonl'}")
+        fail(f"torchrun exited with status {code} (see the messages above)")

@@ -18,17 +18,16 @@ See benchmarks/README.md for what each row means and the measured numbers.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _machine import machine_info  # benchmarks/ is on sys.path when a script runs
 
 CORPUS = "pydocs+pysource"
 PATTERN = "gpt4"
@@ -47,34 +46,6 @@ NOISE = 0.10  # a miss by less than this fraction is reported as within noise
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("llmkit", "tiktoken", "tokenizers", "rustbpe", "regex"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "loadavg_start": list(os.getloadavg()),
-        "rayon_num_threads": os.environ.get("RAYON_NUM_THREADS", "unset (rayon uses all cores)"),
-    }
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -431,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     from llmkit._io import atomic_write_text
     from llmkit.data.corpora import load_corpus
 
-    machine = machine_info()
+    machine = machine_info(
+        ("llmkit", "tiktoken", "tokenizers", "rustbpe", "regex"),
+        rayon_num_threads=os.environ.get("RAYON_NUM_THREADS", "unset (rayon uses all cores)"),
+    )
     print(f"machine : {machine['cpu']}, {machine['cores']} cores, {machine['platform']}")
     print(f"python  : {machine['python']}; " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()))
     print(f"date    : {machine['date']}; load average {', '.join(f'{x:.2f}' for x in machine['loadavg_start'])}")

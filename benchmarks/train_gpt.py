@@ -22,15 +22,14 @@ See benchmarks/README.md for what each row means and the measured numbers.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine_info  # benchmarks/ is on sys.path when a script runs
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "train_gpt.json"
 PRESET = "small"
@@ -40,33 +39,6 @@ NOISE = 0.10  # a miss by less than this fraction is reported as within noise
 LR = 1e-4
 
 # ----------------------------------------------------------------------------- helpers (decode.py and gpu_train.py import these)
-
-
-def machine_info(dists: tuple[str, ...] = ("llmkit", "torch", "transformers", "numpy")) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {}
-    for dist in dists:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "loadavg_start": list(os.getloadavg()),
-    }
 
 
 def torch_threads() -> dict:
@@ -359,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from llmkit._io import atomic_write_text
 
-    machine = machine_info()
+    machine = machine_info(("llmkit", "torch", "transformers", "numpy"))
     threads = torch_threads()
     print_header(machine, threads)
     print(f"workload: preset {PRESET!r}, float32, CPU, batch {batch}; AdamW(lr={LR}, betas=(0.9, 0.95), weight_decay=0.1) on both sides")

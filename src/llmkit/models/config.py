@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 
+def _from_preset(cls: type, presets: dict[str, dict], name: str, overrides: dict, label: str | None = None):
+    """``cls(**presets[name])`` with ``overrides``; unknown names and fields are errors."""
+    if name not in presets:
+        raise ValueError(f"unknown {label or cls.__name__} preset {name!r}; choose one of {', '.join(presets)}")
+    bad = set(overrides) - {f.name for f in fields(cls)}
+    if bad:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(bad)}")
+    return replace(cls(**presets[name]), **overrides)
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     """A GPT-2-architecture decoder."""
@@ -56,13 +66,7 @@ GPT_PRESETS: dict[str, dict] = {
 
 def gpt_preset(name: str, **overrides) -> GPTConfig:
     """The preset called ``name`` with ``overrides`` applied (e.g. ``vocab_size=8192``)."""
-    if name not in GPT_PRESETS:
-        raise ValueError(f"unknown GPT preset {name!r}; choose one of {', '.join(GPT_PRESETS)}")
-    known = {f.name for f in fields(GPTConfig)}
-    bad = set(overrides) - known
-    if bad:
-        raise ValueError(f"unknown GPTConfig fields: {sorted(bad)}")
-    return replace(GPTConfig(**GPT_PRESETS[name]), **overrides)
+    return _from_preset(GPTConfig, GPT_PRESETS, name, overrides, "GPT")
 
 
 @dataclass(frozen=True)
@@ -125,25 +129,10 @@ BERT_PRESETS: dict[str, dict] = {
 
 def bert_preset(name: str, **overrides) -> BertConfig:
     """The BERT preset called ``name`` with ``overrides`` applied (e.g. ``vocab_size=50261``)."""
-    if name not in BERT_PRESETS:
-        raise ValueError(f"unknown BERT preset {name!r}; choose one of {', '.join(BERT_PRESETS)}")
-    bad = set(overrides) - {f.name for f in fields(BertConfig)}
-    if bad:
-        raise ValueError(f"unknown BertConfig fields: {sorted(bad)}")
-    return replace(BertConfig(**BERT_PRESETS[name]), **overrides)
+    return _from_preset(BertConfig, BERT_PRESETS, name, overrides, "BERT")
 
 
 # -- baselines: n-gram, NPLM (Bengio et al. 2003), LSTM ------------------------------------
-def _baseline_preset(cls: type, presets: dict[str, dict], name: str, overrides: dict):
-    """``cls(**presets[name])`` with ``overrides``; unknown names and fields are errors."""
-    if name not in presets:
-        raise ValueError(f"unknown {cls.__name__} preset {name!r}; choose one of {', '.join(presets)}")
-    bad = set(overrides) - {f.name for f in fields(cls)}
-    if bad:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(bad)}")
-    return replace(cls(**presets[name]), **overrides)
-
-
 @dataclass(frozen=True)
 class NGramConfig:
     """A count-based n-gram language model (n=2 is the Markov chain)."""
@@ -185,7 +174,7 @@ NGRAM_PRESETS: dict[str, dict] = {
 
 def ngram_preset(name: str, **overrides) -> NGramConfig:
     """The n-gram preset called ``name`` with ``overrides`` applied (e.g. ``vocab_size=8192``)."""
-    return _baseline_preset(NGramConfig, NGRAM_PRESETS, name, overrides)
+    return _from_preset(NGramConfig, NGRAM_PRESETS, name, overrides)
 
 
 @dataclass(frozen=True)
@@ -221,7 +210,7 @@ NPLM_PRESETS: dict[str, dict] = {
 
 def nplm_preset(name: str, **overrides) -> NPLMConfig:
     """The NPLM preset called ``name`` with ``overrides`` applied."""
-    return _baseline_preset(NPLMConfig, NPLM_PRESETS, name, overrides)
+    return _from_preset(NPLMConfig, NPLM_PRESETS, name, overrides)
 
 
 @dataclass(frozen=True)
@@ -260,4 +249,4 @@ LSTM_PRESETS: dict[str, dict] = {
 
 def lstm_preset(name: str, **overrides) -> LSTMConfig:
     """The LSTM preset called ``name`` with ``overrides`` applied."""
-    return _baseline_preset(LSTMConfig, LSTM_PRESETS, name, overrides)
+    return _from_preset(LSTMConfig, LSTM_PRESETS, name, overrides)

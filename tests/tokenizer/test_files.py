@@ -91,6 +91,18 @@ def test_hf_split_spelling_matches_tiktoken_spelling_on_the_whole_corpus(pydocs_
             assert [s for s, _ in split.pre_tokenize_str(text)] == rx.findall(text), (p.name, text[:60])
 
 
+def test_python_spellings_split_like_tiktoken_on_the_whole_corpus(pydocs_texts):
+    import regex
+
+    from llmkit.tokenizer.patterns import PATTERNS
+
+    for p in PATTERNS.values():
+        if p.python:
+            fast, ref = regex.compile(p.python), regex.compile(p.tiktoken)
+            for text in pydocs_texts:
+                assert fast.findall(text) == ref.findall(text), (p.name, text[:60])
+
+
 def test_hf_possessive_spelling_would_differ(pydocs_texts):
     """Why the HF spelling exists: HF's engine splits tiktoken's own cl100k regex differently."""
     import regex

@@ -54,7 +54,8 @@ class Tokenizer:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose 'python' or 'fast'")
         self.engine_name: EngineName = engine
-        self._engine = ENGINES[engine](ranks, self.pattern.tiktoken, self.special_tokens)
+        split = self.pattern.for_regex if engine == "python" else self.pattern.tiktoken  # same pieces, tested
+        self._engine = ENGINES[engine](ranks, split, self.special_tokens)
         self._decoder: dict[int, bytes] = {r: t for t, r in ranks.items()}
         self._decoder.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
 
@@ -108,7 +109,7 @@ class Tokenizer:
         specials = list(dict.fromkeys(special_tokens))
         n_merges = merges_for(vocab_size, specials)
         split = get_pattern(pattern)
-        result = train_bpe(texts, n_merges, split.tiktoken, specials, workers=workers, progress=progress)
+        result = train_bpe(texts, n_merges, split.for_regex, specials, workers=workers, progress=progress)
         # Build from ranks, not merges: should two merges ever spell the same bytes, the
         # trainer keeps the lower id and the later one is left as an unused gap.
         first_special = 256 + len(result.merges)

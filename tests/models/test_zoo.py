@@ -48,3 +48,24 @@ def test_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="not written by llmkit"):
         load_model(tmp_path)
+
+
+def test_ngram_directory_round_trips_exactly(tmp_path):
+    import numpy as np
+
+    from llmkit.models.zoo import save_counted
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 40, size=5000)
+    for smoothing in ("kneser-ney", "backoff", "add-k"):
+        model = build_model("ngram", "tiny", vocab_size=40, n=3, smoothing=smoothing).fit(ids)
+        save_counted(model, tmp_path / smoothing)
+        again = load_model(tmp_path / smoothing)
+        x = torch.tensor(rng.integers(0, 40, size=(2, 12)))
+        assert torch.equal(again(x)[0], model(x)[0])
+        assert again.stored_entries() == model.stored_entries()
+    with pytest.raises(FileExistsError):
+        save_counted(model, tmp_path / "add-k")
+    (tmp_path / "add-k" / "counts.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_model(tmp_path / "add-k")

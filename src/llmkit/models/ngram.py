@@ -33,7 +33,7 @@ A context shorter than n-1 tokens (the start of a sequence) is predicted by the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -245,6 +245,20 @@ class NGramLM(nn.Module):
         if c == 0:
             return np.zeros((B * T, 0), dtype=np.int64)
         return np.lib.stride_tricks.sliding_window_view(padded, c, axis=1).reshape(B * T, c)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted statistics as named arrays (for safetensors): ``order{m}.{field}``."""
+        self._check_fitted()
+        return {f"order{m}.{f.name}": np.ascontiguousarray(getattr(o, f.name)) for m, o in enumerate(self.orders, 1) for f in fields(_Order)}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> NGramLM:
+        """Restore what :meth:`to_arrays` gave; returns self."""
+        try:
+            self.orders = [_Order(**{f.name: arrays[f"order{m}.{f.name}"] for f in fields(_Order)}) for m in range(1, self.config.n + 1)]
+        except KeyError as e:
+            raise ValueError(f"the saved n-gram statistics lack {e.args[0]}") from None
+        self._p1 = self._order1()
+        return self
 
     def _check_fitted(self) -> None:
         if self._p1 is None:

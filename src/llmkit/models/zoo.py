@@ -61,7 +61,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
         ModelKind("ngram", NGramLM, NGramConfig, ngram_preset),
     )
 }
-# Trained by counting, not by gradient descent; a saved n-gram run is refitted from its tokens.
+# Trained by counting, not by gradient descent; saved as count arrays (see save_counted).
 COUNTED_KINDS = frozenset({"ngram"})
 
 
@@ -148,13 +148,21 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return config
 
 
-def save_counted(model: torch.nn.Module, directory: str | os.PathLike, *, tokens: str) -> Path:
-    """An n-gram model is its counts: store its config and where its training tokens are
-    (a path relative to ``directory``); :func:`load_model` refits it (about a second per
-    million tokens)."""
+COUNTS_FILE = "counts.safetensors"
+
+
+def save_counted(model: torch.nn.Module, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """An n-gram model is its statistics: ``config.json`` + ``counts.safetensors`` (the
+    sorted count arrays of every order), each written atomically."""
+    from safetensors.numpy import save_file as save_numpy
+
     d = Path(directory)
+    refuse_overwrite([d / CONFIG_FILE, d / COUNTS_FILE], overwrite)
     d.mkdir(parents=True, exist_ok=True)
-    config = {"llmkit": {"kind": kind_of(model), "config": asdict(model.config), "fit_tokens": tokens}}
+    tmp = d / f".{COUNTS_FILE}.tmp"
+    save_numpy(model.to_arrays(), str(tmp))
+    os.replace(tmp, d / COUNTS_FILE)
+    config = {"llmkit": {"kind": kind_of(model), "config": asdict(model.config)}}
     atomic_write_text(d / CONFIG_FILE, json.dumps(config, indent=2))
     return d
 
@@ -169,9 +177,16 @@ def load_model(directory: str | os.PathLike, map_location: str = "cpu") -> torch
     except (KeyError, TypeError) as e:
         raise ValueError(f"{d / CONFIG_FILE} is corrupt (bad or missing field {e})") from None
     if meta["kind"] in COUNTED_KINDS:
-        from llmkit.data.tokens import load_token_files
+        from safetensors.numpy import load_file as load_numpy
 
-        return model.fit(load_token_files(d / meta["fit_tokens"]).split("train"))
+        try:
+            return model.load_arrays(load_numpy(str(d / COUNTS_FILE)))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{d} has no {COUNTS_FILE}") from None
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{d / COUNTS_FILE} is corrupt or truncated ({str(e).splitlines()[0][:100]})") from None
     try:
         sd = load_file(d / WEIGHTS_FILE, device=map_location)
     except FileNotFoundError:

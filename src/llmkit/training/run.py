@@ -133,7 +133,7 @@ def _objective(spec: RunSpec, tok):
 
 def fit_counted(run: Path, spec: RunSpec, tf, log=print, max_eval_tokens: int = 200_000) -> list[dict]:
     """Fit an n-gram model by counting the training tokens, score the validation tokens
-    and record one metrics line; ``RUN/model`` records how to refit it."""
+    and record one metrics line; ``RUN/model`` holds its count arrays."""
     import time
 
     from llmkit.models.zoo import build_model, save_counted
@@ -151,6 +151,6 @@ def fit_counted(run: Path, spec: RunSpec, tf, log=print, max_eval_tokens: int = 
     log(f"fitted {spec.model} ({model.stored_entries():,} stored entries of a dense {model.dense_size():.3g}) in {seconds:.1f} s")
     metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=None)
     metrics.write(rec)
-    save_counted(model, run / "model", tokens=os.path.relpath(run / "tokens", run / "model"))
+    save_counted(model, run / "model", overwrite=True)
     Tokenizer.load(run / "tokenizer").save(run / "model", overwrite=True)
     return [rec]

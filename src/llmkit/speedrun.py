@@ -64,26 +64,27 @@ class Stage:
     """Files (relative to the run directory) the stage makes; a stage whose outputs are gone is redone."""
 
 
-def _corpus(ctx: Context):
+def corpus_of(ctx: Context):
     from llmkit.data.corpora import load_corpus
 
     docs = load_corpus(ctx.config.corpus)
     return docs.head(ctx.config.quick_corpus_bytes) if ctx.config.quick else docs
 
 
-corpus_of = _corpus  # for the stages in speedrun_lm
+def _split(docs) -> tuple[list[str], list[str]]:
+    """Train on nine documents in ten; every tenth is held out for measuring (the same rule
+    as the token files' validation split)."""
+    from llmkit.data.tokens import split_documents
 
-
-def _split(ctx: Context) -> tuple[list[str], list[str]]:
-    """Train on nine documents in ten; every tenth is held out for measuring."""
-    texts = _corpus(ctx).texts()
-    held = [t for i, t in enumerate(texts) if i % 10 == 9]
-    return [t for i, t in enumerate(texts) if i % 10 != 9], held or texts[-1:]
+    texts = docs.texts()
+    is_val = split_documents(len(texts), 0.1)
+    held = [t for t, v in zip(texts, is_val) if v]
+    return [t for t, v in zip(texts, is_val) if not v], held or texts[-1:]
 
 
 # -- stage: corpus -------------------------------------------------------------------
 def run_corpus(ctx: Context) -> dict:
-    docs = _corpus(ctx)
+    docs = corpus_of(ctx)
     words = sum(len(t.split()) for t in docs.texts())
     return {"name": docs.name, "documents": len(docs), "bytes": docs.nbytes, "words": words, "first_ids": [d.id for d in docs.documents[:5]]}
 
@@ -99,8 +100,8 @@ def report_corpus(r: dict) -> str:
 def run_tokenizer(ctx: Context) -> dict:
     from llmkit.tokenizer import Tokenizer
 
-    docs = _corpus(ctx)
-    train, _ = _split(ctx)
+    docs = corpus_of(ctx)
+    train, _ = _split(docs)
     vocab = ctx.config.effective_vocab_size
     t0 = time.perf_counter()
     if ctx.progress:
@@ -143,8 +144,8 @@ def run_tokenizer_stats(ctx: Context) -> dict:
     from llmkit.tokenizer import Tokenizer
     from llmkit.tokenizer.stats import COMPARE_WITH, compare
 
-    docs = _corpus(ctx)
-    _, held = _split(ctx)
+    docs = corpus_of(ctx)
+    _, held = _split(docs)
     ours = Tokenizer.load(ctx.out / "tokenizer")
     ours.name = f"ours ({ours.n_vocab})"
     rows = [r.as_dict() for r in compare([ours, *COMPARE_WITH], held)]

@@ -53,8 +53,8 @@ def report_pretrain(r: dict) -> str:
         f"training loss {r['first_loss']:.2f} -> {f['loss']:.2f}; validation {f['val_loss']:.3f} nats/token = "
         f"**{f['val_bits_per_token']:.3f} bits/token**, perplexity {f['val_ppl']:.1f} "
         f"(at {f['tokens_per_s']:,.0f} tokens/s). The run directory `{r['dir']}` resumes with "
-        f"`llmkit train -o {r['dir']} --resume`.\\n\\n![loss curve](pretrain/loss.png)"
-    ).replace("\\n", "\n")
+        f"`llmkit train -o {r['dir']} --resume`.\n\n![loss curve](pretrain/loss.png)"
+    )
 
 
 def run_samples(ctx) -> dict:

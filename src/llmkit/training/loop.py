@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -220,20 +221,12 @@ def _micro_step(r: _Run, cfg: TrainConfig, last: bool, objective: Objective) -> 
     rows = slice(r.dist.rank, None, r.dist.world_size)
     x, y = x[rows].to(r.device), y[rows].to(r.device)
     sync = r.dist.enabled and not last and hasattr(r.model, "no_sync")
-    ctx = r.model.no_sync() if sync else _nullcontext()
+    ctx = r.model.no_sync() if sync else nullcontext()
     with ctx, torch.autocast(r.device.type, dtype=r.amp, enabled=r.amp is not None):
         _, loss = r.model(x, y)
         loss = objective.reduce(loss, y) / cfg.grad_accum
         loss.backward()
     return loss.item()
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def train(

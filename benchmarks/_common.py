@@ -1,4 +1,4 @@
-"""The machine header every benchmark prints and stores with its results."""
+"""What every benchmark shares: the machine header, goal verdicts and the text table."""
 
 from __future__ import annotations
 
@@ -36,3 +36,24 @@ def machine_info(dists: tuple[str, ...] = ("llmkit",), **extra) -> dict:
         "loadavg_start": list(os.getloadavg()),
         **extra,
     }
+
+
+NOISE = 0.10  # a miss by less than this fraction is reported as within noise
+
+
+def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
+    """``meets``, ``within noise`` (a miss by under NOISE) or ``MISS``."""
+    if (value >= goal) if higher_is_better else (value <= goal):
+        return "meets"
+    near = value >= goal * (1 - NOISE) if higher_is_better else value <= goal * (1 + NOISE)
+    return "within noise" if near else "MISS"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A plain aligned table: first column left, the rest right."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    print(fmt.format(*headers))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(fmt.format(*r))

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _machine import machine_info  # benchmarks/ is on sys.path when a script runs
+from _common import machine_info, print_table, verdict  # benchmarks/ is on sys.path when a script runs
 
 CORPUS = "pydocs+pysource"
 PATTERN = "gpt4"
@@ -42,7 +42,6 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "tokenizer.json"
 TRAIN_GOAL_HF = 1.0  # "no slower than HF BpeTrainer"
 TRAIN_LANDS_HF = 3.0  # "this issue lands at <= 3x HF"
 ENCODE_GOALS = {"fast": 1.0, "python": 0.3}
-NOISE = 0.10  # a miss by less than this fraction is reported as within noise
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -52,13 +51,6 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
-
-
-def verdict(value: float, goal: float, higher_is_better: bool) -> str:
-    if (value >= goal) if higher_is_better else (value <= goal):
-        return "meets"
-    near = value >= goal * (1 - NOISE) if higher_is_better else value <= goal * (1 + NOISE)
-    return "within noise" if near else "MISS"
 
 
 def head_texts(texts: list[str], max_bytes: int) -> list[str]:
@@ -75,15 +67,6 @@ def head_texts(texts: list[str], max_bytes: int) -> list[str]:
 def rotate(items: list, k: int) -> list:
     k %= len(items)
     return items[k:] + items[:k]
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    print(fmt.format(*headers))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print(fmt.format(*r))
 
 
 # ----------------------------------------------------------------------------- training

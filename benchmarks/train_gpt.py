@@ -29,13 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import machine_info  # benchmarks/ is on sys.path when a script runs
+from _common import machine_info, print_table, verdict  # benchmarks/ is on sys.path when a script runs
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "train_gpt.json"
 PRESET = "small"
 VOCABS = (8192, 50304)
 GOAL = 1.2  # "our training step throughput >= 1.2x HF's"
-NOISE = 0.10  # a miss by less than this fraction is reported as within noise
 LR = 1e-4
 
 # ----------------------------------------------------------------------------- helpers (decode.py and gpu_train.py import these)
@@ -65,22 +64,6 @@ def print_header(machine: dict, threads: dict | None = None) -> None:
             f"threads : torch intra-op {threads['intra_op']} (set by {threads.get('set_by', '?')}), inter-op {threads['inter_op']}, "
             f"cpu capability {threads['cpu_capability']}, OMP_NUM_THREADS {threads['OMP_NUM_THREADS']}"
         )
-
-
-def verdict(value: float, goal: float, higher_is_better: bool = True) -> str:
-    if (value >= goal) if higher_is_better else (value <= goal):
-        return "meets"
-    near = value >= goal * (1 - NOISE) if higher_is_better else value <= goal * (1 + NOISE)
-    return "within noise" if near else "MISS"
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    print(fmt.format(*headers))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print(fmt.format(*r))
 
 
 def copy_into_hf(model):

@@ -1,4 +1,4 @@
-"""Tests for llmkit.data.corpora: the embedded corpora (pydocs, pysource) and user paths."""
+"""Tests for llmkit.data.corpora and llmkit.data.pydocs: the embedded corpora (pydocs, pysource) and user paths."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmkit.data import corpora
+from llmkit.data import pydocs as pydocs_mod  # the renderer and its cache
 from llmkit.data.corpora import (
     BUILTIN_CORPORA,
     PYDOCS_EXCLUDED,
@@ -58,7 +59,7 @@ def fake_render(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[st
         calls.append(names)
         return [Document("json", f"fake json doc {len(calls)}")]
 
-    monkeypatch.setattr(corpora, "_render_pydocs", render)
+    monkeypatch.setattr(pydocs_mod, "_render_pydocs", render)
     return calls
 
 
@@ -116,14 +117,14 @@ def test_pydocs_has_no_memory_addresses_or_caller_environment(docs_corpus: Corpu
 
 def test_pydocs_build_is_deterministic(docs_corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMKIT_TEST_NOISE", "differs-between-runs")
-    again = corpora._render_pydocs(corpora._pydocs_module_names())
+    again = pydocs_mod._render_pydocs(pydocs_mod._pydocs_module_names())
     assert again == docs_corpus.documents
 
 
 def test_pydocs_cache_is_reused(docs_corpus: Corpus, pydocs_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMKIT_CACHE_DIR", str(pydocs_cache))
-    monkeypatch.setattr(corpora, "_render_pydocs", _no_render)
-    cached = corpora._pydocs_cache_path()
+    monkeypatch.setattr(pydocs_mod, "_render_pydocs", _no_render)
+    cached = pydocs_mod._pydocs_cache_path()
     assert cached.parent == pydocs_cache and cached.suffix == ".jsonl"
     assert load_corpus("pydocs").documents == docs_corpus.documents
     first = json.loads(cached.read_text(encoding="utf-8").splitlines()[0])
@@ -135,9 +136,9 @@ def test_pydocs_new_version_key_rebuilds(fake_render: list[list[str]], monkeypat
     first = pydocs()
     pydocs()
     assert len(fake_render) == 1  # second load came from the cache
-    old_path = corpora._pydocs_cache_path()
-    monkeypatch.setattr(corpora, "CORPUS_FORMAT_VERSION", corpora.CORPUS_FORMAT_VERSION + 1)
-    assert corpora._pydocs_cache_path() != old_path
+    old_path = pydocs_mod._pydocs_cache_path()
+    monkeypatch.setattr(pydocs_mod, "CORPUS_FORMAT_VERSION", pydocs_mod.CORPUS_FORMAT_VERSION + 1)
+    assert pydocs_mod._pydocs_cache_path() != old_path
     second = pydocs()
     assert len(fake_render) == 2 and second.documents != first.documents
     pydocs(refresh=True)
@@ -146,7 +147,7 @@ def test_pydocs_new_version_key_rebuilds(fake_render: list[list[str]], monkeypat
 
 @pytest.mark.parametrize("garbage", ["", "not json\n", '{"id": "json"}\n', "[1, 2]\n", '{"id": 1, "text": "x"}\n'])
 def test_pydocs_corrupt_cache_is_rebuilt(fake_render: list[list[str]], garbage: str) -> None:
-    path = corpora._pydocs_cache_path()
+    path = pydocs_mod._pydocs_cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(garbage, encoding="utf-8")
     corpus = pydocs()
@@ -155,14 +156,14 @@ def test_pydocs_corrupt_cache_is_rebuilt(fake_render: list[list[str]], garbage: 
 
 
 def test_pydocs_renderer_skips_missing_modules() -> None:
-    docs = corpora._render_pydocs(["json", "no_such_module_llmkit", "keyword"])
+    docs = pydocs_mod._render_pydocs(["json", "no_such_module_llmkit", "keyword"])
     assert [d.id for d in docs] == ["json", "keyword"]
 
 
 def test_pydocs_cache_round_trips_unicode_line_separators(fake_render: list[list[str]],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     odd = [Document("json", "a\u2028b\x85c\u2029d\x1ce\r\nf")]
-    monkeypatch.setattr(corpora, "_render_pydocs", lambda names: fake_render.append(names) or odd)
+    monkeypatch.setattr(pydocs_mod, "_render_pydocs", lambda names: fake_render.append(names) or odd)
     assert pydocs().documents == odd
     assert pydocs().documents == odd and len(fake_render) == 1  # read back from the cache
 
@@ -172,11 +173,11 @@ def test_renderer_skips_a_module_that_kills_or_hangs_its_child(monkeypatch: pyte
         "    if name == 'keyword': import os; os._exit(3)\n"
         "    if name == 'pprint': import time; time.sleep(60)\n"
     )
-    script = corpora._RENDER_SCRIPT.replace("    try:\n", sabotage + "    try:\n", 1)
-    assert script != corpora._RENDER_SCRIPT
-    monkeypatch.setattr(corpora, "_RENDER_SCRIPT", script)
-    monkeypatch.setattr(corpora, "_RENDER_TIMEOUT_S", 3.0)
-    docs = corpora._render_pydocs(["json", "keyword", "pprint", "string"])
+    script = pydocs_mod._RENDER_SCRIPT.replace("    try:\n", sabotage + "    try:\n", 1)
+    assert script != pydocs_mod._RENDER_SCRIPT
+    monkeypatch.setattr(pydocs_mod, "_RENDER_SCRIPT", script)
+    monkeypatch.setattr(pydocs_mod, "_RENDER_TIMEOUT_S", 3.0)
+    docs = pydocs_mod._render_pydocs(["json", "keyword", "pprint", "string"])
     assert [d.id for d in docs] == ["json", "string"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -41,6 +42,17 @@ def _file_mode(path: Path) -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike, *, missing: str):
+    """Parse a JSON file; FileNotFoundError(``missing``) when it is absent, and a ValueError
+    naming the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(missing) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is corrupt: {e}") from None
 
 
 def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:

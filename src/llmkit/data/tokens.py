@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmkit._io import read_json
+
 SIDECAR = "tokens.json"
 FORMAT = "llmkit-tokens"
 
@@ -126,12 +128,7 @@ def write_token_files(
 
 def load_token_files(path: str | os.PathLike) -> TokenFiles:
     p = Path(path)
-    try:
-        meta = json.loads((p / SIDECAR).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p} is not a token directory: missing {SIDECAR}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p / SIDECAR} is corrupt: {e}") from None
+    meta = read_json(p / SIDECAR, missing=f"{p} is not a token directory: missing {SIDECAR}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{p / SIDECAR} is not an llmkit token file")
     for k, n in meta["n_tokens"].items():

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from llmkit._io import atomic_write_text, refuse_overwrite
+from llmkit._io import atomic_write_text, read_json, refuse_overwrite
 from llmkit.models.baselines import LSTMLM, NPLM
 from llmkit.models.bert import Bert
 from llmkit.models.config import (
@@ -137,12 +137,7 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrit
 
 def read_model_config(directory: str | os.PathLike) -> dict:
     d = Path(directory)
-    try:
-        config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{d} is not a model directory: missing {CONFIG_FILE}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{d / CONFIG_FILE} is corrupt: {e}") from None
+    config = read_json(d / CONFIG_FILE, missing=f"{d} is not a model directory: missing {CONFIG_FILE}")
     if "llmkit" not in config:
         raise ValueError(f"{d / CONFIG_FILE} was not written by llmkit (no 'llmkit' section)")
     return config

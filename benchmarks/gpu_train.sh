@@ -51,22 +51,24 @@ run llmkit_compiled 180 --model llmkit --compile auto "$@"
 run hf_compiled 180 --model hf --compile auto "$@"
 run llmkit_eager 90 --model llmkit --compile off "$@"
 run hf_eager 90 --model hf --compile off "$@"
+# A larger batch (more work per kernel launch and per optimizer step), if the budget allows.
+run llmkit_compiled_b32 150 --model llmkit --compile auto --batch 32 "$@"
 
 "$PYTHON" - "$RESULTS" <<'EOF'
 import json, sys
 from pathlib import Path
 
 rows = []
-for name in ("llmkit_compiled", "hf_compiled", "llmkit_eager", "hf_eager"):
+for name in ("llmkit_compiled", "hf_compiled", "llmkit_eager", "hf_eager", "llmkit_compiled_b32"):
     p = Path(sys.argv[1]) / f"gpu_train_{name}.json"
     if p.exists():
         rows.append((name, json.loads(p.read_text())))
 if not rows:
     sys.exit("no results")
-print(f"\n{'run':16s} {'device':28s} {'compile':>7s} {'ms/step':>8s} {'tokens/s':>11s} {'TFLOP/s':>8s} {'MFU':>7s}")
+print(f"\n{'run':20s} {'device':28s} {'compile':>7s} {'ms/step':>8s} {'tokens/s':>11s} {'TFLOP/s':>8s} {'MFU':>7s}")
 for name, r in rows:
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-    print(f"{name:16s} {r['device'][:28]:28s} {str(r['compile']):>7s} {1e3 * r['step_s_median']:8.1f} {r['tokens_per_s']:11,.0f} {r['achieved_flops'] / 1e12:8.1f} {mfu:>7s}")
+    print(f"{name:20s} {r['device'][:28]:28s} {str(r['compile']):>7s} {1e3 * r['step_s_median']:8.1f} {r['tokens_per_s']:11,.0f} {r['achieved_flops'] / 1e12:8.1f} {mfu:>7s}")
 by = dict(rows)
 for mode in ("compiled", "eager"):
     a, b = by.get(f"llmkit_{mode}"), by.get(f"hf_{mode}")

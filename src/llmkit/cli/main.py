@@ -7,6 +7,7 @@ from __future__ import annotations
 import typer
 
 from llmkit.cli import compare as compare_cli
+from llmkit.cli import finetune as finetune_cli
 from llmkit.cli import generate as generate_cli
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
@@ -20,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(tokenizer_cli.app, name="tokenizer")
+app.add_typer(finetune_cli.app, name="finetune")
 app.command("speedrun")(speedrun_cli.speedrun)
 app.command("train")(train_cli.train)
 app.command("generate")(generate_cli.generate)

@@ -1,0 +1,7 @@
+"""``llmkit finetune ...``: classification heads and instruction/chat tuning."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Fine-tune a pre-trained model: classification heads, LoRA, chat tuning.")

@@ -91,3 +91,37 @@ def attention_heatmap(path: str | os.PathLike, weights, labels: Sequence[str], *
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     _save(fig, path)
     plt.close(fig)
+
+
+def confusion_matrix_png(
+    path: str | os.PathLike, matrix, classes: Sequence[str], *, title: str, normalize: bool = False
+) -> None:
+    """A confusion-matrix heatmap: row = true class, column = predicted class, each cell
+    annotated with its count. With ``normalize`` the colour is the row share (recall on the
+    diagonal) and the cell also shows it as a percentage."""
+    import numpy as np
+
+    plt = _plt()
+    counts = np.asarray(matrix, dtype=np.int64)
+    n = len(classes)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({n}, {n}) for {n} classes")
+    rows = counts.sum(axis=1, keepdims=True)
+    shade = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0) if normalize else counts
+    size = min(12.0, 2.5 + 0.9 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(shade, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(1, int(counts.max())))
+    threshold = (1.0 if normalize else max(1, int(counts.max()))) / 2
+    for t in range(n):
+        for p in range(n):
+            label = f"{counts[t, p]}\n{shade[t, p]:.0%}" if normalize else f"{counts[t, p]}"
+            color = "white" if shade[t, p] > threshold else "black"
+            ax.text(p, t, label, ha="center", va="center", color=color, fontsize=9)
+    ax.set_xticks(range(n), list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(n), list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class" if normalize else "count")
+    _save(fig, path)
+    plt.close(fig)

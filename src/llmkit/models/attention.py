@@ -81,12 +81,19 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention with a fused q/k/v projection (GPT-2's layout)."""
+    """Multi-head self-attention with a fused q/k/v projection (GPT-2's layout), or three
+    separate ones when ``cfg.split_qkv``."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.n_head = cfg.n_head
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.qkv_bias)
+        self.split_qkv = cfg.split_qkv
+        if cfg.split_qkv:
+            self.q_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.qkv_bias)
+            self.k_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.qkv_bias)
+            self.v_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.qkv_bias)
+        else:
+            self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.qkv_bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
@@ -97,7 +104,10 @@ class CausalSelfAttention(nn.Module):
         """x (B, T, C). With ``kv_cache``, x holds only the new positions; their keys and
         values are stored in the cache (slot ``layer``) and the queries attend to all of it."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+        if self.split_qkv:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # each (B, T, C)
+        else:
+            q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, H, Tk, D), Tk = past + T

@@ -38,6 +38,11 @@ class GPTConfig:
     tie_weights: bool = True
     """Share the token embedding matrix with the output head (GPT-2 does)."""
     layer_norm_eps: float = 1e-5
+    split_qkv: bool = False
+    """Separate query/key/value projections (``q_proj``, ``k_proj``, ``v_proj``) instead of
+    GPT-2's fused ``c_attn``. The same function and parameter count; the course's from-scratch
+    GPT and LLaMA-style models are laid out this way, and it lets LoRA adapt W_q and W_v alone
+    (as the LoRA paper does). Saved files always use the fused Hugging Face layout."""
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:

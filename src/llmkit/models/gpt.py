@@ -11,6 +11,7 @@ offset by what the cache holds). See :mod:`llmkit.generation`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -129,3 +130,39 @@ class GPT(nn.Module):
         with torch.no_grad():
             self.forward(idx, return_weights=True)
         return self.last_attention
+
+
+# -- the two q/k/v layouts ------------------------------------------------------------------------
+_QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def fuse_qkv_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict of the split layout (``attn.q_proj/k_proj/v_proj``) in the fused one
+    (``attn.c_attn``, rows q then k then v); other entries unchanged."""
+    out = {k: v for k, v in sd.items() if not any(f".attn.{p}." in k for p in _QKV)}
+    for key in sd:
+        if ".attn.q_proj." in key:
+            prefix, leaf = key.split(".attn.q_proj.")
+            out[f"{prefix}.attn.c_attn.{leaf}"] = torch.cat([sd[f"{prefix}.attn.{p}.{leaf}"] for p in _QKV], dim=0)
+    return out
+
+
+def split_qkv_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`fuse_qkv_state` (weights laid out (out, in), as nn.Linear has them)."""
+    out = {k: v for k, v in sd.items() if ".attn.c_attn." not in k}
+    for key, value in sd.items():
+        if ".attn.c_attn." in key:
+            prefix, leaf = key.split(".attn.c_attn.")
+            for p, part in zip(_QKV, value.chunk(3, dim=0)):
+                out[f"{prefix}.attn.{p}.{leaf}"] = part.contiguous()
+    return out
+
+
+def with_qkv_layout(model: GPT, split: bool) -> GPT:
+    """The same function in the other q/k/v layout (a new model; ``model`` is untouched)."""
+    if model.config.split_qkv == split:
+        return model
+    new = GPT(dataclasses.replace(model.config, split_qkv=split)).to(model.transformer.wte.weight.device)
+    sd = model.state_dict()
+    new.load_state_dict(split_qkv_state(sd) if split else fuse_qkv_state(sd))
+    return new.train(model.training)

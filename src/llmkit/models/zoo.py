@@ -33,7 +33,7 @@ from llmkit.models.config import (
     ngram_preset,
     nplm_preset,
 )
-from llmkit.models.gpt import GPT
+from llmkit.models.gpt import GPT, fuse_qkv_state, split_qkv_state
 from llmkit.models.ngram import NGramLM
 
 CONFIG_FILE = "config.json"
@@ -121,6 +121,8 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrit
     cfg = model.config
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     config: dict = {}
+    if kind == "gpt" and cfg.split_qkv:
+        sd = fuse_qkv_state(sd)  # files always hold the fused (GPT-2) layout
     if kind == "gpt" and _gpt2_compatible(cfg):
         config = _hf_gpt2_config(cfg)
         sd = {k: (v.t().contiguous() if k.endswith(_CONV1D) else v) for k, v in sd.items()}
@@ -190,6 +192,8 @@ def load_model(directory: str | os.PathLike, map_location: str = "cpu") -> torch
         raise ValueError(f"{d / WEIGHTS_FILE} is corrupt or truncated ({str(e).splitlines()[0][:100]})") from None
     if meta["kind"] == "gpt" and _gpt2_compatible(model.config):
         sd = {k2: (v.t().contiguous() if k2.endswith(_CONV1D) else v) for k2, v in sd.items()}
+    if meta["kind"] == "gpt" and model.config.split_qkv:
+        sd = split_qkv_state(sd)
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:

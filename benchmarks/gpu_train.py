@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile the model (auto: on for cuda, off for cpu)")
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="autocast dtype (default bf16)")
     ap.add_argument("--model", choices=("llmkit", "hf"), default="llmkit", help="which implementation (default llmkit)")
+    ap.add_argument("--loss", choices=("model", "torch"), default="model", help="llmkit only: the model's own per-token loss (default) or F.cross_entropy on its logits")
     ap.add_argument("--peak", type=float, default=None, help="peak FLOP/s for MFU (default 989e12 on H100/H200, else no MFU)")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here (atomically)")
     args = ap.parse_args(argv)
@@ -89,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
         def loss_of(m, x, y):
             return F.cross_entropy(m(x).logits.flatten(0, 1).float(), y.flatten())
+
+    elif args.loss == "torch":
+        model = ours
+
+        def loss_of(m, x, y):
+            return F.cross_entropy(m(x)[0].flatten(0, 1), y.flatten())  # autocast runs it in float32
 
     else:
         model = ours
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_step": tokens,
         "dtype": args.dtype,
         "compile": use_compile,
+        "loss": args.loss,
         "warmup_steps": warmup,
         "warmup_s": warmup_s,
         "timed_steps": args.steps,

@@ -64,10 +64,18 @@ def chat(
     seed: Seed = None,
 ) -> None:
     """Talk to a model line by line: each reply continues the conversation so far and ends
-    at a blank line or <|endoftext|>. /reset forgets, /exit (or end of input) quits."""
+    at a blank line or <|endoftext|>. A chat-tuned run (llmkit finetune sft) uses its chat
+    template instead, ends replies at <|end|> and runs its calculator calls.
+    /reset forgets, /exit (or end of input) quits."""
+    from llmkit.finetune.chat import has_chat_tokens
     from llmkit.generation import stream
 
     model, tok = _load_causal(run, max_new_tokens, temperature, top_k, top_p)
+    if has_chat_tokens(tok):
+        from llmkit.cli.sft import chat_session
+
+        chat_session(model, tok, sys.stdin, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        return
     history = ""
     err_console.print("type a line and press enter; /reset forgets the conversation, /exit quits")
     for line in sys.stdin:

@@ -40,3 +40,34 @@ def test_refuse_overwrite(tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         refuse_overwrite([tmp_path / "y", tmp_path / "x"], overwrite=False)
     refuse_overwrite([tmp_path / "x"], overwrite=True)
+
+
+def test_safetensors_files_get_the_usual_mode_not_0600(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from llmkit._io import atomic_write_with
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_with(tmp_path / "w.safetensors", lambda tmp: save_file({"a": torch.ones(3)}, tmp))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
+    assert load_file(tmp_path / "w.safetensors")["a"].sum() == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left
+
+
+def test_atomic_write_with_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    from llmkit._io import atomic_write_with
+
+    target = tmp_path / "keep.bin"
+    target.write_bytes(b"old")
+
+    def broken(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_with(target, broken)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["keep.bin"]

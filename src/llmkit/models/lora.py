@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from llmkit._io import atomic_write_text, read_json, refuse_overwrite
+from llmkit._io import atomic_write_text, atomic_write_with, read_json, refuse_overwrite
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -276,10 +276,8 @@ def save_adapter(
         base_model_name_or_path=base_model_name_or_path,
         task_type=task_type,
     )
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{ADAPTER_WEIGHTS}.tmp"
-    save_file(adapter_state_dict(model, modules_to_save), tmp, metadata={"format": "pt"})
-    os.replace(tmp, d / ADAPTER_WEIGHTS)
+    tensors = adapter_state_dict(model, modules_to_save)
+    atomic_write_with(d / ADAPTER_WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write_text(d / ADAPTER_CONFIG, json.dumps(cfg.to_peft_json(), indent=2))
     return d
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from llmkit._io import atomic_write_text, read_json, refuse_overwrite
+from llmkit._io import atomic_write_text, atomic_write_with, read_json, refuse_overwrite
 from llmkit.models.baselines import LSTMLM, NPLM
 from llmkit.models.bert import Bert
 from llmkit.models.config import (
@@ -129,10 +129,7 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrit
     for k in _shared_names(model):
         sd.pop(k, None)  # a tied head is stored once, under the embedding's name
     config["llmkit"] = {"kind": kind, "config": asdict(cfg), **(extra or {})}
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{WEIGHTS_FILE}.tmp"
-    save_file({k: v.clone() for k, v in sd.items()}, tmp, metadata={"format": "pt"})
-    os.replace(tmp, d / WEIGHTS_FILE)
+    atomic_write_with(d / WEIGHTS_FILE, lambda tmp: save_file({k: v.clone() for k, v in sd.items()}, tmp, metadata={"format": "pt"}))
     atomic_write_text(d / CONFIG_FILE, json.dumps(config, indent=2))
     return d
 
@@ -155,10 +152,8 @@ def save_counted(model: torch.nn.Module, directory: str | os.PathLike, *, overwr
 
     d = Path(directory)
     refuse_overwrite([d / CONFIG_FILE, d / COUNTS_FILE], overwrite)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{COUNTS_FILE}.tmp"
-    save_numpy(model.to_arrays(), str(tmp))
-    os.replace(tmp, d / COUNTS_FILE)
+    arrays = model.to_arrays()
+    atomic_write_with(d / COUNTS_FILE, lambda tmp: save_numpy(arrays, str(tmp)))
     config = {"llmkit": {"kind": kind_of(model), "config": asdict(model.config)}}
     atomic_write_text(d / CONFIG_FILE, json.dumps(config, indent=2))
     return d

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -82,3 +84,35 @@ def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
     for p in paths:
         if p.exists():
             raise FileExistsError(f"{p} already exists; pass overwrite=True (CLI: --force) to replace it")
+
+
+def refuse_nonempty_dir(out: Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` if ``out`` exists and is not an empty directory, unless ``overwrite``."""
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (CLI: --force) to replace it")
+
+
+@contextmanager
+def staged_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a directory atomically: yields a temporary sibling of ``out`` (with the mode
+    ``mkdir`` would give) to fill; when the block succeeds it is renamed to ``out``, so ``out``
+    is either complete or untouched. An existing non-empty ``out`` is refused unless
+    ``overwrite`` (checked before and again after the block, which may run for long)."""
+    out = Path(out)
+    refuse_nonempty_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0700
+        yield tmp
+        refuse_nonempty_dir(out, overwrite)
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

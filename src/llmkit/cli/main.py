@@ -28,6 +28,7 @@ app.command("generate")(generate_cli.generate)
 app.command("chat")(generate_cli.chat)
 app.command("attention")(generate_cli.attention)
 app.command("compare")(compare_cli.compare)
+app.command("classify")(finetune_cli.classify_cli.classify)
 
 
 @app.callback()

@@ -26,8 +26,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from llmkit._io import atomic_write_text
+from llmkit._io import atomic_write_text, refuse_nonempty_dir, staged_dir
 from llmkit.finetune.chat import IGNORE_INDEX, TEMPLATE_NAME, ChatTemplate, Conversation, ensure_chat_tokens
 from llmkit.models.gpt import GPT
 from llmkit.tokenizer import Tokenizer
@@ -250,7 +248,7 @@ def train_sft(
 
     cfg = cfg or SFTConfig()
     out = Path(out_dir)
-    _refuse_existing(out, overwrite)
+    refuse_nonempty_dir(out, overwrite)
     device = pick_device(cfg.device)
     model, tok, kind = load_pretrained(base)
     if kind != "gpt":
@@ -282,35 +280,16 @@ def _summary(records: list[dict], counts: dict, n_train: int, n_val: int, second
             "first_train_loss": trains[0] if trains else None, "train_loss": trains[-1] if trains else None, "seconds": seconds}
 
 
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (CLI: --force) to replace it")
-
-
 def _write_run(out: Path, model: GPT, tok: Tokenizer, template: ChatTemplate, records: list[dict], info: dict, overwrite: bool) -> None:
     """Assemble the run in a temporary sibling, then rename it to ``out``."""
     from llmkit.models.zoo import save_model
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0700; give the run the mode mkdir would
+    with staged_dir(out, overwrite=overwrite) as tmp:
         save_model(model, tmp / "model", extra={"chat_template": TEMPLATE_NAME, "base": info["base"]})
         tok.save(tmp / "model")
         atomic_write_text(tmp / "model" / "chat_template.json", json.dumps(template.describe(), indent=2, ensure_ascii=False))
         atomic_write_text(tmp / "sft.json", json.dumps(info, indent=2))
         atomic_write_text(tmp / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-        _refuse_existing(out, overwrite)  # checked again: it may have appeared while we trained
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 __all__ = ["SFTConfig", "build_examples", "collate", "evaluate_sft", "fit", "grow_vocab", "split_examples", "train_sft"]

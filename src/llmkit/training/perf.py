@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -43,3 +44,67 @@ def peak_flops(device: torch.device) -> float | None:
             best = max(best, 3 * 2 * n**3 / (time.perf_counter() - t0))
         _CPU_PEAK = best
     return _CPU_PEAK
+
+
+class PeakMemory:
+    """Peak memory of a block of work, in bytes above what was in use when it started.
+
+    On CUDA this is ``torch.cuda.max_memory_allocated`` (exact, the tensors alone). On CPU
+    there is no allocator counter, so a background thread samples the process's resident set
+    size (``/proc/self/statm``) every ``interval`` seconds; it sees what the process really
+    holds (tensors, allocator caches, Python objects) and can miss a spike shorter than the
+    interval. ``peak_bytes`` is None where neither is available (e.g. macOS CPU).
+
+        with PeakMemory(device) as mem:
+            train()
+        print(mem.peak_bytes / 2**20, "MiB")
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.002):
+        self.device = torch.device(device)
+        self.interval = interval
+        self.peak_bytes: int | None = None
+        self._base = 0
+        self._max = 0
+        self._stop = None
+        self._thread = None
+
+    @staticmethod
+    def rss_bytes() -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._max = max(self._max, self.rss_bytes() or 0)
+
+    def __enter__(self) -> PeakMemory:
+        import gc
+        import threading
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        rss = self.rss_bytes()
+        if rss is not None:
+            self._base = self._max = rss
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        elif self._thread is not None:
+            self._max = max(self._max, self.rss_bytes() or 0)
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = self._max - self._base

@@ -20,7 +20,8 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
     for stage in speedrun.STAGES:
         assert f"## {stage.title}" in report
         assert (out / "stages" / f"{stage.name}.json").is_file()
-    for fig in ("bytes_per_token.png", "token_length_by_rank.png", "pretrain/loss.png", "attention.png", "compare/compare.png"):
+    for fig in ("bytes_per_token.png", "token_length_by_rank.png", "pretrain/loss.png", "attention.png", "compare/compare.png",
+                "classify/full/confusion.png", "classify/lora/confusion.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pre = json.loads((out / "stages" / "pretrain.json").read_text())["results"]
     assert pre["final"]["loss"] < pre["first_loss"]  # it learned something
@@ -29,6 +30,11 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
     assert len(samples) == 3 and all(s["greedy"] for s in samples)
     rows = json.loads((out / "stages" / "tokenizer_stats.json").read_text())["results"]["rows"]
     assert [row["tokenizer"] for row in rows] == ["ours (1024)", "gpt2", "cl100k_base", "o200k_base"]
+    cls = json.loads((out / "stages" / "classify.json").read_text())["results"]
+    full, lora = cls["rows"]["full"], cls["rows"]["lora"]
+    assert cls["classes"] == ["negative", "neutral", "positive"]
+    assert lora["trainable_parameters"] < full["trainable_parameters"] / 10
+    assert (out / "classify" / "lora" / "adapter_model.safetensors").is_file() and (out / "classify" / "full" / "model.safetensors").is_file()
     assert "[skip]" in CliRunner().invoke(app, ["speedrun", "--quick", "--out", str(out)]).output
 
 
@@ -36,7 +42,8 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
 def small_config(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(" ".join(f"word{i % 97} value{i % 13}." for i in range(4000)), encoding="utf-8")
-    return SpeedrunConfig(out_dir=tmp_path / "run", quick=True, corpus=str(corpus), quick_vocab_size=300, quick_pretrain_steps=4, quick_compare_budget=600)
+    return SpeedrunConfig(out_dir=tmp_path / "run", quick=True, corpus=str(corpus), quick_vocab_size=300, quick_pretrain_steps=4, quick_compare_budget=600,
+                          quick_classify_per_class=12, quick_classify_steps=3)
 
 
 def test_finished_stages_are_not_redone(small_config, monkeypatch):
@@ -57,7 +64,8 @@ def test_finished_stages_are_not_redone(small_config, monkeypatch):
 def test_changed_settings_rerun_the_stage(small_config):
     run_speedrun(small_config, log=lambda m: None)
     logs: list[str] = []
-    changed = SpeedrunConfig(out_dir=small_config.out_dir, quick=True, corpus=small_config.corpus, quick_vocab_size=320, quick_pretrain_steps=4, quick_compare_budget=600)
+    changed = SpeedrunConfig(out_dir=small_config.out_dir, quick=True, corpus=small_config.corpus, quick_vocab_size=320, quick_pretrain_steps=4, quick_compare_budget=600,
+                          quick_classify_per_class=12, quick_classify_steps=3)
     run_speedrun(changed, log=logs.append)
     assert "[skip] 1. Corpus (done in an earlier run)" in logs
     assert any(m.startswith("[run ] 2.") for m in logs)

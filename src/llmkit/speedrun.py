@@ -33,6 +33,10 @@ class SpeedrunConfig:
     quick_pretrain_steps: int = 40
     compare_budget: int = 300_000
     quick_compare_budget: int = 6_000
+    classify_per_class: int = 2000
+    quick_classify_per_class: int = 150
+    classify_steps: int = 400
+    quick_classify_steps: int = 40
 
     @property
     def effective_vocab_size(self) -> int:
@@ -170,6 +174,7 @@ def _tok_settings(c: SpeedrunConfig) -> dict:
 
 
 def _lm_stages() -> list[Stage]:
+    from llmkit import speedrun_finetune as ft
     from llmkit import speedrun_lm as lm
 
     def pre(c: SpeedrunConfig) -> dict:
@@ -178,11 +183,18 @@ def _lm_stages() -> list[Stage]:
     def cmp(c: SpeedrunConfig) -> dict:
         return {**_tok_settings(c), "budget": c.quick_compare_budget if c.quick else c.compare_budget}
 
+    def cls(c: SpeedrunConfig) -> dict:
+        from llmkit.speedrun_finetune import classify_settings
+
+        return {**pre(c), "classify": classify_settings(c)}
+
     return [
         Stage("pretrain", "4. GPT pre-training", lm.run_pretrain, lm.report_pretrain, pre, ("pretrain/model/model.safetensors", "pretrain/loss.png")),
         Stage("samples", "5. Samples from the pre-trained GPT", lm.run_samples, lm.report_samples, pre),
         Stage("attention", "6. Attention inside the GPT", lm.run_attention, lm.report_attention, pre, ("attention.png",)),
         Stage("compare", "7. n-gram vs NPLM vs LSTM vs GPT on the same tokens", lm.run_compare, lm.report_compare, cmp, ("compare/compare.png",)),
+        Stage("classify", "8. Sentiment classification: full fine-tuning vs LoRA", ft.run_classify, ft.report_classify, cls,
+              ("classify/full/confusion.png", "classify/lora/confusion.png")),
     ]
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,20 +86,30 @@ def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
             raise FileExistsError(f"{p} already exists; pass overwrite=True (CLI: --force) to replace it")
 
 
-def refuse_nonempty_dir(out: Path, overwrite: bool) -> None:
-    """Raise ``FileExistsError`` if ``out`` exists and is not an empty directory, unless ``overwrite``."""
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+def refuse_nonempty_dir(out: Path, overwrite: bool, protect: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse to (re)place a run directory at ``out``: when it exists and is not an empty
+    directory (unless ``overwrite``), when it is a file (always: a run never replaces a file),
+    and when it is, holds or lies inside one of the ``protect`` paths (always: e.g. the base
+    model or the data the run reads)."""
+    target = out.resolve()
+    for p in protect:
+        q = Path(p).resolve()
+        if target == q or q.is_relative_to(target) or target.is_relative_to(q):
+            raise ValueError(f"the output {out} overlaps {p}, which this run reads; choose another output directory")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a run directory; choose another output")
+    if out.exists() and not overwrite and any(out.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (CLI: --force) to replace it")
 
 
 @contextmanager
-def staged_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def staged_dir(out: str | os.PathLike, *, overwrite: bool = False, protect: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
     """Build a directory atomically: yields a temporary sibling of ``out`` (with the mode
     ``mkdir`` would give) to fill; when the block succeeds it is renamed to ``out``, so ``out``
-    is either complete or untouched. An existing non-empty ``out`` is refused unless
-    ``overwrite`` (checked before and again after the block, which may run for long)."""
+    is either complete or untouched. :func:`refuse_nonempty_dir` guards ``out`` before and again
+    after the block (which may run for long)."""
     out = Path(out)
-    refuse_nonempty_dir(out, overwrite)
+    refuse_nonempty_dir(out, overwrite, protect)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -107,11 +117,9 @@ def staged_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
         os.umask(mask)
         tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0700
         yield tmp
-        refuse_nonempty_dir(out, overwrite)
+        refuse_nonempty_dir(out, overwrite, protect)
         if out.is_dir():
             shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

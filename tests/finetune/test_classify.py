@@ -75,8 +75,8 @@ def test_every_method_learns_and_the_run_reloads(method, base, tmp_path):
     again = predict_proba(clf, tok, texts, spec.max_length)
     if floor is not None:
         assert again.argmax(-1).tolist() == [0, 1, 0]
-    clf2, tok2, _ = load_classifier(tmp_path / "run")
-    torch.testing.assert_close(predict_proba(clf2, tok2, texts, spec.max_length), again)
+    trained = predict_proba(result.classifier, result.tokenizer, texts, spec.max_length)  # the model as trained, never saved
+    torch.testing.assert_close(again, trained, rtol=1e-5, atol=1e-6)
 
 
 def test_head_and_last_k_leave_the_frozen_weights_alone(base, tmp_path):
@@ -116,10 +116,13 @@ def test_peft_loads_our_lora_classifier_with_the_head_in_modules_to_save(base, t
     assert adapter["modules_to_save"] == ["model.lm_head"] and adapter["task_type"] is None
     assert adapter["base_model_name_or_path"] == str(base.resolve())
     ours, tok, spec = load_classifier(tmp_path / "run")
+    ids, mask = encode_texts(tok, ["a red apple", "the drill is here"], "gpt", 32)
+    trained = finetune_classifier(_task(64, 3), None, base=base, config=_cfg("lora", steps=10, lr=1e-2), log=lambda s: None).classifier
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask), trained(ids, mask), rtol=1e-5, atol=1e-5)  # same seed, same training
 
     plain = SequenceClassifier(with_qkv_layout(load_model(base), split=True), 2, "last")
     theirs = PeftModel.from_pretrained(plain, tmp_path / "run").eval()
-    ids, mask = encode_texts(tok, ["a red apple", "the drill is here"], "gpt", 32)
     with torch.no_grad():
         torch.testing.assert_close(theirs(ids, mask), ours(ids, mask), rtol=1e-5, atol=1e-5)
 
@@ -184,7 +187,65 @@ def test_cli_trains_from_a_csv_and_classify_prints_the_pipeline_shape(base, tmp_
         (["finetune", "classify", "--base", str(base), "--preset", "tiny", "-o", str(tmp_path / "r4")], "either --base"),
         (["classify", str(tmp_path / "nowhere"), "x"], "not a classifier run"),
         (["classify", str(tmp_path / "run")], "TEXT arguments or --file"),
+        (["finetune", "classify", "--preset", "tiny", "--model", "nplm", "--method", "full", "-o", str(tmp_path / "r5")], "gpt or bert"),
+        (["finetune", "classify", "--preset", "tiny", "--num-classes", "2", "--dry-run", "--last-k", "0"], "last_k must be >= 1"),
+        (["finetune", "classify", "--preset", "tiny", "--num-classes", "2", "--dry-run", "--lora-targets", "nope"], "match no linear layer"),
+        (["finetune", "classify", "--base", str(base), "--data", str(csv), "-o", str(csv), "--force"], "overlaps"),
     ):
         r = runner.invoke(app, bad)
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, (bad, r.output)
     assert (tmp_path / "run" / "classifier.json").is_file()
+
+
+def test_a_peft_trained_classifier_adapter_with_a_short_head_name_loads(base, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from llmkit.models.lora import load_adapter
+
+    torch.manual_seed(9)
+    mine = SequenceClassifier(with_qkv_layout(load_model(base), split=True), 2, "last")
+    twin = SequenceClassifier(with_qkv_layout(load_model(base), split=True), 2, "last")
+    twin.load_state_dict(mine.state_dict())
+    pm = get_peft_model(mine, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n or "modules_to_save" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    pm.save_pretrained(tmp_path / "a")
+    load_adapter(twin, tmp_path / "a")
+    ids = torch.randint(0, 300, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(twin(ids), pm(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_split_too_small_and_bad_targets_fail_before_training(base):
+    with pytest.raises(ValueError, match="too few texts"):
+        finetune_classifier(_task(4, 7), None, base=base, config=_cfg("head"), log=lambda s: None)
+    with pytest.raises(ValueError, match="match no linear layer.*c_fc"):
+        finetune_classifier(_task(60, 7), None, base=base, config=_cfg("lora", lora_targets=["nope"]), log=lambda s: None)
+    # GPT-2's fused name is understood: LoRA on its three parts
+    r = finetune_classifier(_task(60, 7), None, base=base, config=_cfg("lora", steps=1, lora_targets=["c_attn"]), log=lambda s: None)
+    assert r.trainable_parameters == 2 * 3 * 8 * (64 + 64) + 64 * 2 + 2
+
+
+def test_a_changed_base_is_refused_by_its_lora_run(base, tmp_path):
+    import shutil
+
+    mine = tmp_path / "base"
+    shutil.copytree(base, mine)
+    finetune_classifier(_task(60, 8), tmp_path / "run", base=mine, config=_cfg("lora", steps=2), log=lambda s: None)
+    load_classifier(tmp_path / "run")
+    torch.manual_seed(123)
+    save_model(build_model("gpt", "tiny", vocab_size=Tokenizer.load(mine).n_vocab, **TINY), mine, overwrite=True)
+    with pytest.raises(ValueError, match="has changed"):
+        load_classifier(tmp_path / "run")
+
+
+def test_force_never_replaces_the_base_or_the_data(base, tmp_path):
+    csv = tmp_path / "d.csv"
+    data = _task(60, 9)
+    csv.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in zip(data.texts, data.labels)))
+    for out in (base, base.parent, csv):
+        with pytest.raises((ValueError, FileExistsError)):
+            finetune_classifier(str(csv), out, base=base, config=_cfg("head", steps=1), overwrite=True, log=lambda s: None)
+    assert (base / "model.safetensors").is_file() and csv.read_text().startswith("text,label")

@@ -113,8 +113,11 @@ def test_train_sft_refusals(base, convs, sft_run, tmp_path):
         train_sft(base, convs, out, cfg)
     with pytest.raises(ValueError, match="too few"):
         train_sft(base, convs[:1], tmp_path / "one", cfg)
-    with pytest.raises(ValueError, match="base run itself"):
+    with pytest.raises(ValueError, match="overlaps"):
         train_sft(base, convs, base, cfg, overwrite=True)
+    with pytest.raises(ValueError, match="overlaps"):  # a parent of the base would delete it too
+        train_sft(base, convs, base.parent, cfg, overwrite=True)
+    assert (base / "model.safetensors").is_file()
     bert_dir = tmp_path / "bert"
     tok = Tokenizer.load(base)
     save_model(build_model("bert", "tiny", vocab_size=tok.n_vocab), bert_dir)

@@ -50,7 +50,7 @@ def test_a_fresh_adapter_changes_nothing_and_merge_is_exact():
     base = nn.Linear(16, 8)
     x = torch.randn(4, 16)
     ref = base(x)
-    lora = LoRALinear(base, rank=4, alpha=8)
+    lora = LoRALinear(base, rank=4, alpha=8).eval()
     torch.testing.assert_close(lora(x), ref, rtol=0, atol=0)  # B = 0
     assert not base.weight.requires_grad and lora.lora_A.weight.requires_grad
     with torch.no_grad():
@@ -226,3 +226,48 @@ def test_peft_wraps_our_split_module_with_a_trained_head(tmp_path):
     pm.save_pretrained(tmp_path / "b")
     load_adapter(copy, tmp_path / "b")
     torch.testing.assert_close(copy(x)[0], pm(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_merging_a_lora_head_tied_to_the_embedding_saves_and_reloads_exactly(tmp_path):
+    torch.manual_seed(10)
+    model = GPT(gpt_preset("tiny", vocab_size=300)).eval()  # tied head
+    replace_linear_with_lora(model, rank=2, alpha=4)  # the head too (the course's "every Linear")
+    _randomise_lora(model, seed=11)
+    x = torch.randint(0, 300, (2, 10))
+    ref = model(x)[0]
+    remove_lora(model)  # merges; the head gets its own weight
+    save_model(model, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert not back.config.tie_weights
+    torch.testing.assert_close(back(x)[0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_load_leaves_the_model_untouched(tmp_path):
+    torch.manual_seed(12)
+    src = GPT(gpt_preset("tiny", vocab_size=300))
+    replace_linear_with_lora(src, rank=2, alpha=4, targets=["c_fc"])
+    save_adapter(src, tmp_path / "a")
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    cfg["target_modules"] = ["c_fc", "c_attn"]  # names layers the file has no weights for
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(cfg))
+    target = GPT(gpt_preset("tiny", vocab_size=300))
+    before = {n: p.clone() for n, p in target.state_dict().items()}
+    with pytest.raises(ValueError, match="lacks weights"):
+        load_adapter(target, tmp_path / "a")
+    assert not lora_modules(target) and all(p.requires_grad for p in target.parameters())
+    assert all(torch.equal(before[n], p) for n, p in target.state_dict().items())
+    cfg["target_modules"] = ["c_fc"]
+    cfg["modules_to_save"] = ["score"]
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not have"):
+        load_adapter(target, tmp_path / "a")
+    assert not lora_modules(target)
+
+
+def test_training_through_a_merged_layer_is_refused():
+    lora = LoRALinear(nn.Linear(4, 4), rank=2, alpha=2)
+    lora.merge()
+    with pytest.raises(RuntimeError, match="unmerge"):
+        lora(torch.randn(1, 4))
+    with torch.no_grad():
+        lora(torch.randn(1, 4))  # inference through a merged layer is what merging is for

@@ -54,6 +54,8 @@ def finetune_classify(
         pooling=pooling, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, eval_every=eval_every,
         seed=seed, device=device,
     )
+    if num_classes is not None and not dry_run:
+        fail("--num-classes goes with --dry-run; for training, the classes come from --data")
     if dry_run:
         if num_classes is None:
             from llmkit.finetune.data import load_labelled
@@ -67,19 +69,20 @@ def finetune_classify(
         return
     if output is None:
         fail("give --output RUN (or --dry-run)")
+    if tokenizer is not None and base is not None:
+        fail("--tokenizer goes with --preset; a --base run brings its own tokenizer")
     tok = Tokenizer.load(tokenizer) if tokenizer is not None else None
-    from llmkit.finetune.data import load_labelled
-
-    labelled = load_labelled(data, text_column=text_column, label_column=label_column, limit_per_class=limit_per_class, seed=seed)
     result = finetune_classifier(
-        labelled, output, base=base, preset=preset, kind=model, tokenizer=tok, config=cfg, overwrite=force,
+        data, output, base=base, preset=preset, kind=model, tokenizer=tok, config=cfg, overwrite=force,
+        text_column=text_column, label_column=label_column, limit_per_class=limit_per_class,
         log=lambda s: err_console.print(s, highlight=False, markup=False),
     )
     console.print(result.report.format_table(), highlight=False, markup=False, soft_wrap=True)
     mem = f"{result.peak_memory_bytes / 2**20:,.0f} MiB" if result.peak_memory_bytes is not None else "n/a"
     console.print(
         f"trainable parameters {result.trainable_parameters:,} of {result.total_parameters:,}; {result.steps} steps in "
-        f"{result.train_seconds:.1f} s; peak memory {mem} above the start",
+        f"{result.train_seconds:.1f} s; peak memory {mem} above the start (weights + gradients + AdamW state: "
+        f"{result.state_bytes / 2**20:,.0f} MiB)",
         highlight=False,
     )
     console.print(f"wrote {output} (classifier.json, report.json, confusion.png)", highlight=False)

@@ -25,7 +25,7 @@ from torch import nn
 
 from llmkit.models.bert import Bert, encode_for_bert
 from llmkit.models.gpt import GPT, with_qkv_layout
-from llmkit.models.lora import LoRALinear, lora_modules, mark_trainable, replace_linear_with_lora
+from llmkit.models.lora import LoRALinear, mark_trainable, replace_linear_with_lora
 from llmkit.tokenizer import Tokenizer
 
 METHODS = ("head", "last-k", "full", "lora")
@@ -55,6 +55,8 @@ class ClassifierSpec:
     head_bias: bool = True
     base: str | None = None
     """The pre-trained model directory (a LoRA classifier needs it to load)."""
+    base_sha256: str | None = None
+    """Checksum of the base's weights file: a LoRA run refuses a base that has changed."""
     metrics: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,10 +72,12 @@ class ClassifierSpec:
             raise ValueError("class names must be unique")
         if self.max_length < 2:
             raise ValueError("max_length must be >= 2")
-        if self.method == "last-k" and self.last_k < 1:
+        if self.last_k < 1:
             raise ValueError("last_k must be >= 1")
-        if self.method == "lora" and self.lora_rank < 1:
-            raise ValueError("lora_rank must be >= 1")
+        if self.lora_rank < 1 or not self.lora_alpha > 0:
+            raise ValueError("lora_rank must be >= 1 and lora_alpha > 0")
+        if self.lora_targets is not None and not [t for t in self.lora_targets if t]:
+            raise ValueError("lora_targets is empty; leave it out to adapt every linear layer of the backbone")
 
     @property
     def num_classes(self) -> int:
@@ -81,7 +85,11 @@ class ClassifierSpec:
 
     @property
     def targets(self) -> list[str]:
-        return list(self.lora_targets or DEFAULT_LORA_TARGETS[self.backbone_kind])
+        """The LoRA targets; GPT-2's fused ``c_attn`` names its three parts (LoRA splits it)."""
+        targets = list(self.lora_targets or DEFAULT_LORA_TARGETS[self.backbone_kind])
+        if self.backbone_kind == "gpt" and "c_attn" in targets:
+            targets = [t for t in targets if t != "c_attn"] + ["q_proj", "k_proj", "v_proj"]
+        return targets
 
 
 def pool(scores: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -150,9 +158,7 @@ def set_trainable(clf: SequenceClassifier, spec: ClassifierSpec) -> SequenceClas
             p.requires_grad_(True)
         return clf
     if spec.method == "lora":
-        replace_linear_with_lora(clf, spec.lora_rank, spec.lora_alpha, _backbone_targets(clf, spec.targets), spec.lora_dropout)
-        if not lora_modules(clf):
-            raise ValueError(f"LoRA targets {spec.targets} match no linear layer of the backbone")
+        replace_linear_with_lora(clf, spec.lora_rank, spec.lora_alpha, backbone_targets(clf, spec.targets), spec.lora_dropout)
         return mark_trainable(clf, [clf.head_name])
     mark_trainable(clf, [clf.head_name])  # head (and, for last-k, the top of the stack)
     if spec.method == "last-k":
@@ -166,10 +172,15 @@ def set_trainable(clf: SequenceClassifier, spec: ClassifierSpec) -> SequenceClas
     return clf
 
 
-def _backbone_targets(clf: SequenceClassifier, targets: Sequence[str]) -> list[str]:
-    """Full names of the backbone's Linear layers that ``targets`` select (never the head)."""
+def backbone_targets(clf: SequenceClassifier, targets: Sequence[str]) -> list[str]:
+    """Full names of the backbone's Linear layers that ``targets`` select (never the head);
+    a selection that finds nothing is an error naming the layers there are."""
     names = [n for n, m in clf.named_modules() if isinstance(m, nn.Linear) and not n.startswith(clf.head_name)]
-    return [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+    chosen = [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+    if not chosen:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise ValueError(f"LoRA targets {list(targets)} match no linear layer of the backbone; it has {', '.join(leaves)}")
+    return chosen
 
 
 def lora_parameter_count(model: nn.Module, rank: int, targets: Sequence[str] | None = None) -> int:
@@ -195,7 +206,7 @@ def parameter_table(clf: SequenceClassifier, spec: ClassifierSpec, ranks: Sequen
     rows = [("full fine-tuning (--method full)", total), ("frozen (nothing trainable)", 0), ("the new head only (--method head)", head), (f"last {spec.last_k} block(s) + head (--method last-k)", top + head)]
     for r in ranks:
         rows.append((f"LoRA r={r} on every Linear layer, head included (the course)", lora_parameter_count(clf, r)))
-        backbone = lora_parameter_count(clf, r, _backbone_targets(clf, spec.targets))
+        backbone = lora_parameter_count(clf, r, backbone_targets(clf, spec.targets))
         rows.append((f"LoRA r={r} on the backbone + the new head trained (--method lora)", backbone + head))
     return rows
 
@@ -203,7 +214,8 @@ def parameter_table(clf: SequenceClassifier, spec: ClassifierSpec, ranks: Sequen
 def encode_texts(tok: Tokenizer, texts: Sequence[str], kind: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``(ids, attention_mask)``, each (B, T). Texts longer than ``max_length``
     tokens keep their beginning. A decoder sees the raw tokens (an empty text becomes one
-    ``<|endoftext|>``); an encoder gets ``[CLS] text [SEP]``."""
+    padding token: ``<|pad|>``, else ``<|endoftext|>``, else id 0); an encoder gets
+    ``[CLS] text [SEP]``."""
     if kind == "bert":
         enc = encode_for_bert(tok, list(texts), max_length=max_length)
         return enc["input_ids"], enc["attention_mask"]

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from llmkit._io import atomic_write_text, atomic_write_with, read_json, staged_dir
 from llmkit.finetune.classifier import (
     METHODS,
+    POOLINGS,
     ClassifierSpec,
     SequenceClassifier,
     build_classifier,
@@ -121,6 +122,13 @@ class ClassifyResult:
     examples: dict[str, int]
     val_accuracy: float
     history: list[dict] = field(default_factory=list)
+    state_bytes: int = 0
+    """Weights + gradients + AdamW's two moments, counted (float32): what training must hold
+    besides activations, independent of the allocator."""
+    classifier: SequenceClassifier | None = None
+    """The trained classifier (in eval mode, on the CPU), with its tokenizer and spec."""
+    tokenizer: Tokenizer | None = None
+    spec: ClassifierSpec | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -132,6 +140,7 @@ class ClassifyResult:
             "peak_memory_bytes": self.peak_memory_bytes,
             "examples": self.examples,
             "val_accuracy": self.val_accuracy,
+            "state_bytes": self.state_bytes,
         }
 
 
@@ -145,9 +154,11 @@ def _backbone(base: str | os.PathLike | None, preset: str | None, kind: str, tok
         raise ValueError("give either a pre-trained base (run or model directory) or a preset, not both and not neither")
     if base is not None:
         model, tok, kind = load_pretrained(base)
-        if kind not in ("gpt", "bert"):
+        if kind not in POOLINGS:
             raise ValueError(f"{base} holds a {kind} model; a classifier needs a gpt or bert backbone")
         return model, tok, kind, str(model_dir(base).resolve())
+    if kind not in POOLINGS:
+        raise ValueError(f"a classifier needs a gpt or bert backbone, not {kind!r}")
     tok = tokenizer or Tokenizer.from_pretrained("gpt2")
     if kind == "bert":
         tok = tok.add_special_tokens(["[CLS]", "[SEP]", "[MASK]", "[PAD]"])
@@ -161,7 +172,19 @@ def make_spec(kind: str, backbone: torch.nn.Module, classes: Sequence[str], cfg:
         backbone_kind=kind, backbone_config=asdict(backbone.config), classes=list(classes), pooling=pooling,
         method=cfg.method, last_k=cfg.last_k, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets, max_length=max_length, base=base,
+        base_sha256=weights_sha256(base) if base else None,
     )
+
+
+def weights_sha256(model_dir: str | os.PathLike) -> str:
+    """SHA-256 of a model directory's ``model.safetensors`` (read in 1 MiB chunks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def classifier_from(
@@ -242,6 +265,9 @@ def finetune_classifier(
     kind: str = "gpt",
     tokenizer: Tokenizer | None = None,
     config: ClassifyConfig | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    limit_per_class: int | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> ClassifyResult:
@@ -253,16 +279,22 @@ def finetune_classifier(
     from llmkit.training.perf import PeakMemory
 
     cfg = config or ClassifyConfig()
+    protect = [p for p in (base, data) if p is not None and not isinstance(p, LabelledTexts) and Path(p).exists()]
     if out_dir is not None:
         from llmkit._io import refuse_nonempty_dir
 
-        refuse_nonempty_dir(Path(out_dir), overwrite)  # fail before the work, not after
+        refuse_nonempty_dir(Path(out_dir), overwrite, protect)  # fail before the work, not after
         if cfg.method == "lora" and base is None:
-            raise ValueError("a saved LoRA classifier adapts a saved pre-trained model: give a base run (a preset has no weights on disk to point to)")
-    labelled = data if isinstance(data, LabelledTexts) else load_labelled(data, seed=cfg.seed)
+            raise ValueError("a saved LoRA classifier adapts a saved pre-trained model: give a base run (a preset has no weights on disk "
+                             "to point to), or train with --method full, last-k or head")
+    if isinstance(data, LabelledTexts):
+        labelled = data if limit_per_class is None else load_labelled_subset(data, limit_per_class, cfg.seed)
+    else:
+        labelled = load_labelled(data, text_column=text_column, label_column=label_column, limit_per_class=limit_per_class, seed=cfg.seed)
     for note in labelled.notes:
         log(f"note: {note}")
     train, val, test = stratified_split(labelled, cfg.split, seed=cfg.seed)
+    _check_split(train, val, test)
     clf, tok, spec = classifier_from(base, labelled.classes, cfg, preset=preset, kind=kind, tokenizer=tokenizer)
     device = pick_device(cfg.device)
     clf.to(device)
@@ -274,29 +306,54 @@ def finetune_classifier(
     seconds = time.perf_counter() - t0
     val_acc = evaluate(clf, tok, val, spec.max_length).accuracy
     report = evaluate(clf, tok, test, spec.max_length)
-    result = ClassifyResult(report, trainable, total, steps, seconds, mem.peak_bytes, {"train": len(train), "val": len(val), "test": len(test)}, val_acc, history)
+    result = ClassifyResult(report, trainable, total, steps, seconds, mem.peak_bytes, {"train": len(train), "val": len(val), "test": len(test)},
+                            val_acc, history, 4 * (total + 3 * trainable), clf.cpu().eval(), tok, spec)
     spec.metrics = result.to_dict()
     if out_dir is not None:
-        save_classifier(clf.cpu(), tok, spec, out_dir, history=history, overwrite=overwrite)
+        save_classifier(clf, tok, spec, out_dir, history=history, overwrite=overwrite, protect=protect)
     return result
+
+
+def load_labelled_subset(data: LabelledTexts, limit_per_class: int, seed: int) -> LabelledTexts:
+    """At most ``limit_per_class`` texts of each class (a seeded sample)."""
+    rng = random.Random(seed)
+    keep: list[int] = []
+    for c in range(len(data.classes)):
+        members = [i for i, y in enumerate(data.labels) if y == c]
+        keep += sorted(rng.sample(members, min(limit_per_class, len(members))))
+    return data.subset(sorted(keep))
+
+
+def _check_split(train: LabelledTexts, val: LabelledTexts, test: LabelledTexts) -> None:
+    """Refuse, before any training, a split too small to train on and score."""
+    if not len(val) or not len(test):
+        raise ValueError(f"too few texts to split: {len(train)} train / {len(val)} val / {len(test)} test; give more data (or a larger --limit-per-class)")
+    missing = [c for c, n in train.class_counts().items() if n == 0]
+    if missing:
+        raise ValueError(f"no training text for class {missing[0]!r}; give more data (each class needs at least 3 texts)")
 
 
 # -- saving and loading ---------------------------------------------------------------------------
 def save_classifier(
-    clf: SequenceClassifier, tok: Tokenizer, spec: ClassifierSpec, out_dir: str | os.PathLike, *, history: Sequence[dict] = (), overwrite: bool = False
+    clf: SequenceClassifier, tok: Tokenizer, spec: ClassifierSpec, out_dir: str | os.PathLike, *, history: Sequence[dict] = (),
+    overwrite: bool = False, protect: Sequence[str | os.PathLike] = (),
 ) -> Path:
-    """Write the run directory (see the module docstring), all or nothing."""
+    """Write the run directory (see the module docstring), all or nothing. ``overwrite``
+    replaces an earlier run there; it never replaces a file or the ``protect`` paths (the
+    base model and the data)."""
     from llmkit import viz
 
     out = Path(out_dir)
-    with staged_dir(out, overwrite=overwrite) as tmp:
+    protect = [*protect, *([spec.base] if spec.base else [])]
+    with staged_dir(out, overwrite=overwrite, protect=protect) as tmp:
         if spec.method == "lora":
             save_adapter(clf, tmp, modules_to_save=[clf.head_name], base_model_name_or_path=spec.base)  # no task_type: PEFT then wraps our own module as it is
         else:
             sd = {k: v.detach().cpu().contiguous().clone() for k, v in clf.state_dict().items()}
             atomic_write_with(tmp / WEIGHTS_FILE, lambda t: save_file(sd, t, metadata={"format": "pt"}))
         tok.save(tmp)
-        atomic_write_text(tmp / SPEC_FILE, json.dumps(asdict(spec), indent=2))
+        labels = {"id2label": dict(enumerate(spec.classes)), "label2id": {c: i for i, c in enumerate(spec.classes)}}
+        atomic_write_text(tmp / SPEC_FILE, json.dumps({**labels, **asdict(spec)}, indent=2))
         atomic_write_text(tmp / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         if spec.metrics:
             atomic_write_text(tmp / "report.json", json.dumps(spec.metrics, indent=2))
@@ -309,6 +366,9 @@ def save_classifier(
 def read_spec(run: str | os.PathLike) -> ClassifierSpec:
     d = Path(run)
     raw = read_json(d / SPEC_FILE, missing=f"{d} is not a classifier run: missing {SPEC_FILE}")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{d / SPEC_FILE} is corrupt (not a JSON object)")
+    raw = {k: v for k, v in raw.items() if k not in ("id2label", "label2id")}  # for readers; the classes say the same
     try:
         return ClassifierSpec(**raw)
     except TypeError as e:
@@ -317,24 +377,23 @@ def read_spec(run: str | os.PathLike) -> ClassifierSpec:
 
 def load_classifier(run: str | os.PathLike, map_location: str = "cpu") -> tuple[SequenceClassifier, Tokenizer, ClassifierSpec]:
     """``(classifier in eval mode, tokenizer, spec)`` from a run directory."""
-    from llmkit.models.zoo import MODEL_KINDS, load_model
+    from llmkit.models.zoo import MODEL_KINDS
 
     d = Path(run)
     spec = read_spec(d)
     tok = Tokenizer.load(d)
     if spec.method == "lora":
-        if not spec.base:
-            raise ValueError(f"{d / SPEC_FILE}: a LoRA classifier needs its base model, and none is named")
-        if not Path(spec.base).is_dir():
-            raise FileNotFoundError(f"the base model {spec.base} of this LoRA classifier is gone; it is needed to load {d}")
-        backbone = load_model(spec.base, map_location)
+        backbone = _load_base(d, spec, map_location)
         if spec.backbone_kind == "gpt":
             backbone = with_qkv_layout(backbone, split=True)  # the layout the adapters were trained on
         clf = SequenceClassifier(backbone, spec.num_classes, spec.pooling, spec.head_bias)
         load_adapter(clf, d)
     else:
         k = MODEL_KINDS[spec.backbone_kind]
-        backbone = k.model_cls(k.config_cls(**spec.backbone_config))
+        try:
+            backbone = k.model_cls(k.config_cls(**spec.backbone_config))
+        except TypeError as e:
+            raise ValueError(f"{d / SPEC_FILE} is corrupt (backbone_config: {e})") from None
         clf = SequenceClassifier(backbone, spec.num_classes, spec.pooling, spec.head_bias)
         try:
             sd = load_file(d / WEIGHTS_FILE, device=map_location)
@@ -344,6 +403,26 @@ def load_classifier(run: str | os.PathLike, map_location: str = "cpu") -> tuple[
         if missing or unexpected:
             raise ValueError(f"{d / WEIGHTS_FILE} does not fit {SPEC_FILE}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return clf.to(map_location).eval(), tok, spec
+
+
+def _load_base(run: Path, spec: ClassifierSpec, map_location: str) -> torch.nn.Module:
+    """The pre-trained model a LoRA run adapts, checked to be the very one it was trained on."""
+    from llmkit.models.zoo import load_model
+
+    if not spec.base:
+        raise ValueError(f"{run / SPEC_FILE}: a LoRA classifier needs its base model, and none is named")
+    if not (Path(spec.base) / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"the base model {spec.base} of this LoRA classifier is gone; it is needed to load {run}")
+    if spec.base_sha256 and weights_sha256(spec.base) != spec.base_sha256:
+        raise ValueError(f"the base model {spec.base} has changed since {run} was trained on it (its weights differ); the adapter fits only the original")
+    backbone = load_model(spec.base, map_location)
+    mine, theirs = dict(spec.backbone_config), asdict(backbone.config)
+    for k in ("split_qkv", "tie_weights"):
+        mine.pop(k, None)
+        theirs.pop(k, None)
+    if mine != theirs:
+        raise ValueError(f"the base model {spec.base} is not the one {run} was trained on (its configuration differs)")
+    return backbone
 
 
 def classify_texts(run: str | os.PathLike, texts: Sequence[str]) -> list[dict]:

@@ -248,13 +248,11 @@ def train_sft(
 
     cfg = cfg or SFTConfig()
     out = Path(out_dir)
-    refuse_nonempty_dir(out, overwrite)
+    refuse_nonempty_dir(out, overwrite, protect=[base])  # never replaces (or sits in) the base run
     device = pick_device(cfg.device)
     model, tok, kind = load_pretrained(base)
     if kind != "gpt":
         raise ValueError(f"{base} holds a {kind} model; chat tuning needs a GPT (a decoder that writes left to right)")
-    if out.resolve() in (Path(base).resolve(), Path(base).resolve() / "model"):
-        raise ValueError("the output directory cannot be the base run itself")
     chat_tok = ensure_chat_tokens(tok)
     template = ChatTemplate(chat_tok)
     max_len = min(cfg.max_len or model.config.context_length, model.config.context_length)
@@ -267,7 +265,7 @@ def train_sft(
     t0 = time.perf_counter()
     records = fit(model, train, val, cfg, pad_id, device, log)
     summary = _summary(records, counts, len(train), len(val), time.perf_counter() - t0)
-    _write_run(out, model.cpu().eval(), chat_tok, template, records, {"base": str(base), "config": asdict(cfg), **summary}, overwrite)
+    _write_run(out, model.cpu().eval(), chat_tok, template, records, {"base": str(base), "config": asdict(cfg), **summary}, overwrite, protect=[base])
     log(f"wrote {out}")
     return summary
 
@@ -280,11 +278,11 @@ def _summary(records: list[dict], counts: dict, n_train: int, n_val: int, second
             "first_train_loss": trains[0] if trains else None, "train_loss": trains[-1] if trains else None, "seconds": seconds}
 
 
-def _write_run(out: Path, model: GPT, tok: Tokenizer, template: ChatTemplate, records: list[dict], info: dict, overwrite: bool) -> None:
+def _write_run(out: Path, model: GPT, tok: Tokenizer, template: ChatTemplate, records: list[dict], info: dict, overwrite: bool, protect: Sequence = ()) -> None:
     """Assemble the run in a temporary sibling, then rename it to ``out``."""
     from llmkit.models.zoo import save_model
 
-    with staged_dir(out, overwrite=overwrite) as tmp:
+    with staged_dir(out, overwrite=overwrite, protect=protect) as tmp:
         save_model(model, tmp / "model", extra={"chat_template": TEMPLATE_NAME, "base": info["base"]})
         tok.save(tmp / "model")
         atomic_write_text(tmp / "model" / "chat_template.json", json.dumps(template.describe(), indent=2, ensure_ascii=False))

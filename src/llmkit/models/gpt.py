@@ -162,7 +162,8 @@ def with_qkv_layout(model: GPT, split: bool) -> GPT:
     """The same function in the other q/k/v layout (a new model; ``model`` is untouched)."""
     if model.config.split_qkv == split:
         return model
-    new = GPT(dataclasses.replace(model.config, split_qkv=split)).to(model.transformer.wte.weight.device)
+    w = model.transformer.wte.weight
+    new = GPT(dataclasses.replace(model.config, split_qkv=split)).to(device=w.device, dtype=w.dtype)
     sd = model.state_dict()
     new.load_state_dict(split_qkv_state(sd) if split else fuse_qkv_state(sd))
     return new.train(model.training)

@@ -42,6 +42,8 @@ class LoRALinear(nn.Module):
             raise TypeError(f"LoRALinear wraps nn.Linear, not {type(base).__name__}")
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        if not alpha > 0:
+            raise ValueError(f"LoRA alpha must be > 0, got {alpha}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
         self.base_layer = base
@@ -75,6 +77,8 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)  # (..., out)
         if self.merged:
+            if self.training and torch.is_grad_enabled() and self.lora_A.weight.requires_grad:
+                raise RuntimeError("this LoRA layer is merged: unmerge it before training (merged, A and B get no gradient)")
             return y
         return y + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
@@ -110,7 +114,7 @@ def replace_linear_with_lora(
     for name, child in model.named_children():
         full = f"{_prefix}{name}"
         if isinstance(child, nn.Linear) and _matches(full, targets):
-            setattr(model, name, LoRALinear(child, rank, alpha, dropout))
+            setattr(model, name, LoRALinear(child, rank, alpha, dropout).train(child.training))  # keep the eval/train mode
         elif not isinstance(child, LoRALinear):
             replace_linear_with_lora(child, rank, alpha, targets, dropout, _prefix=full + ".")
     return model
@@ -134,7 +138,7 @@ def mark_trainable(model: nn.Module, modules_to_save: Iterable[str] = ()) -> nn.
     for m in lora_modules(model).values():
         for p in (*m.lora_A.parameters(), *m.lora_B.parameters()):
             p.requires_grad_(True)
-    for name in modules_to_save:
+    for name in resolve_modules(model, list(modules_to_save)):
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
     return model
@@ -240,7 +244,7 @@ def adapter_state_dict(model: nn.Module, modules_to_save: Sequence[str] = ()) ->
     for name, m in lora_modules(model).items():
         sd[f"{_PREFIX}{name}.lora_A.weight"] = m.lora_A.weight
         sd[f"{_PREFIX}{name}.lora_B.weight"] = m.lora_B.weight
-    for name in modules_to_save:
+    for name in resolve_modules(model, list(modules_to_save)):
         for pname, p in model.get_submodule(name).named_parameters():
             sd[f"{_PREFIX}{name}.{pname}"] = p
     return {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
@@ -264,14 +268,16 @@ def save_adapter(
     if len(ranks) != 1:
         raise ValueError(f"PEFT's layout needs one rank and alpha for all layers, found {sorted(ranks)}")
     (rank, alpha), = ranks
-    drop = next(iter(loras.values())).lora_dropout
+    drops = {m.lora_dropout.p if isinstance(m.lora_dropout, nn.Dropout) else 0.0 for m in loras.values()}
+    if len(drops) != 1:
+        raise ValueError(f"PEFT's layout needs one dropout for all layers, found {sorted(drops)}")
     d = Path(directory)
     refuse_overwrite([d / ADAPTER_CONFIG, d / ADAPTER_WEIGHTS], overwrite)
     cfg = AdapterConfig(
         r=rank,
         lora_alpha=alpha,
         target_modules=_target_names(model, list(loras)),
-        lora_dropout=drop.p if isinstance(drop, nn.Dropout) else 0.0,
+        lora_dropout=drops.pop(),
         modules_to_save=list(modules_to_save),
         base_model_name_or_path=base_model_name_or_path,
         task_type=task_type,
@@ -292,6 +298,9 @@ def read_adapter_config(directory: str | os.PathLike) -> AdapterConfig:
             raise ValueError(f"{d / ADAPTER_CONFIG}: {unsupported} adapters are not supported")
     if raw.get("rank_pattern") or raw.get("alpha_pattern"):
         raise ValueError(f"{d / ADAPTER_CONFIG}: per-layer rank_pattern/alpha_pattern is not supported")
+    for unsupported in ("layers_to_transform", "layers_pattern"):
+        if raw.get(unsupported) not in (None, [], ""):
+            raise ValueError(f"{d / ADAPTER_CONFIG}: {unsupported} is not supported")
     targets = raw.get("target_modules")
     if isinstance(targets, str):
         raise ValueError(f"{d / ADAPTER_CONFIG}: a regular-expression target_modules ({targets!r}) is not supported; list the modules")
@@ -310,10 +319,35 @@ def read_adapter_config(directory: str | os.PathLike) -> AdapterConfig:
         raise ValueError(f"{d / ADAPTER_CONFIG} lacks the field {e.args[0]!r}") from None
 
 
+def _linear_names(model: nn.Module, targets: Sequence[str] | None) -> list[str]:
+    """The Linear layers :func:`replace_linear_with_lora` would wrap (it does not descend into
+    LoRA layers)."""
+    names = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and not isinstance(m, LoRALinear) and not name.endswith((".lora_A", ".lora_B")) and ".base_layer" not in name:
+            if _matches(name, targets):
+                names.append(name)
+    return names
+
+
+def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """Full module names for ``modules_to_save`` entries, by PEFT's suffix rule (``lm_head``
+    finds ``model.lm_head``); a name that finds nothing is an error."""
+    modules = [n for n, _ in model.named_modules() if n]
+    out = []
+    for want in names:
+        found = [n for n in modules if _matches(n, [want]) and not n.endswith((".lora_A", ".lora_B", ".base_layer"))]
+        if not found:
+            raise ValueError(f"modules_to_save names {want!r}, which this model does not have")
+        out += [n for n in found if n not in out]
+    return out
+
+
 def load_adapter(model: nn.Module, directory: str | os.PathLike, *, dropout: float | None = None) -> nn.Module:
     """Wrap ``model``'s target layers as its adapter config says and load A, B and the saved
     modules (PEFT's layout, whether llmkit or PEFT wrote it). In place; returns ``model`` with
-    only the adapter trainable. Every key must find its place, and every LoRA layer its weights."""
+    only the adapter trainable. Everything is checked before the model is touched: every key
+    must find its place with the right shape, and every LoRA layer its weights."""
     d = Path(directory)
     cfg = read_adapter_config(d)
     try:
@@ -322,25 +356,41 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, *, dropout: flo
         raise FileNotFoundError(f"{d} has no {ADAPTER_WEIGHTS}") from None
     except Exception as e:
         raise ValueError(f"{d / ADAPTER_WEIGHTS} is corrupt or truncated ({str(e).splitlines()[0][:100]})") from None
-    replace_linear_with_lora(model, cfg.r, cfg.lora_alpha, cfg.target_modules, cfg.lora_dropout if dropout is None else dropout)
-    mark_trainable(model, cfg.modules_to_save)
-    loras = lora_modules(model)
-    if not loras:
-        raise ValueError(f"{d / ADAPTER_CONFIG}: target_modules {cfg.target_modules} match no Linear layer of this model")
-    own = {n: p for n, p in model.named_parameters()}
-    state: dict[str, torch.Tensor] = {}
-    for key, value in weights.items():
-        name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
-        name = name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.").replace(".modules_to_save.default.", ".")
-        if name not in own:
-            raise ValueError(f"{d / ADAPTER_WEIGHTS}: {key} has no place in this model")
-        if own[name].shape != value.shape:
-            raise ValueError(f"{d / ADAPTER_WEIGHTS}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[name].shape)}")
-        state[name] = value
-    needed = {f"{n}.lora_{ab}.weight" for n in loras for ab in "AB"}
-    if needed - set(state):
-        raise ValueError(f"{d / ADAPTER_WEIGHTS} lacks weights for {sorted(needed - set(state))[:3]}")
+    state = _plan_adapter(model, cfg, weights, d)
+    replace_linear_with_lora(model, cfg.r, cfg.lora_alpha, _linear_names(model, cfg.target_modules), cfg.lora_dropout if dropout is None else dropout)
+    mark_trainable(model, resolve_modules(model, cfg.modules_to_save))
+    own = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state.items():
             own[name].copy_(value.to(own[name].dtype))
     return model
+
+
+def _plan_adapter(model: nn.Module, cfg: AdapterConfig, weights: dict[str, torch.Tensor], d: Path) -> dict[str, torch.Tensor]:
+    """Map the file's keys to the parameter names the model will have once wrapped, checking
+    names and shapes; raises ValueError (the model untouched) when anything does not fit."""
+    wrap = _linear_names(model, cfg.target_modules)
+    if not wrap:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in _linear_names(model, None)})
+        raise ValueError(f"{d / ADAPTER_CONFIG}: target_modules {cfg.target_modules} match no Linear layer of this model (it has {', '.join(leaves)})")
+    expected: dict[str, tuple[int, ...]] = {}
+    for n in wrap:
+        m = model.get_submodule(n)
+        expected[f"{n}.lora_A.weight"] = (cfg.r, m.in_features)
+        expected[f"{n}.lora_B.weight"] = (m.out_features, cfg.r)
+    for n in resolve_modules(model, cfg.modules_to_save):
+        for pname, p in model.get_submodule(n).named_parameters():
+            expected[f"{n}.{pname}"] = tuple(p.shape)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in weights.items():
+        name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+        name = name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.").replace(".modules_to_save.default.", ".")
+        if name not in expected:
+            raise ValueError(f"{d / ADAPTER_WEIGHTS}: {key} has no place in this model")
+        if tuple(value.shape) != expected[name]:
+            raise ValueError(f"{d / ADAPTER_WEIGHTS}: {key} has shape {tuple(value.shape)}, the model expects {expected[name]}")
+        state[name] = value
+    lora_keys = {k for k in expected if ".lora_" in k}
+    if lora_keys - set(state):
+        raise ValueError(f"{d / ADAPTER_WEIGHTS} lacks weights for {sorted(lora_keys - set(state))[:3]}")
+    return state

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -119,6 +119,8 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrit
     refuse_overwrite([d / CONFIG_FILE, d / WEIGHTS_FILE], overwrite)
     kind = kind_of(model)
     cfg = model.config
+    if kind == "gpt" and cfg.tie_weights and model.lm_head.weight is not model.transformer.wte.weight:
+        cfg = replace(cfg, tie_weights=False)  # untied since it was built (e.g. a merged LoRA head): say so
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     config: dict = {}
     if kind == "gpt" and cfg.split_qkv:

@@ -86,6 +86,7 @@ class PeakMemory:
         import threading
 
         gc.collect()
+        _release_free_memory()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -108,3 +109,16 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak_bytes = self._max - self._base
+
+
+def _release_free_memory() -> None:
+    """Ask glibc to return freed heap pages to the system (``malloc_trim``), so memory freed by
+    earlier work does not hide the next measurement's growth; a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -218,7 +218,7 @@ def bench_vocab(vocab: int, batch: int, warmup: int, steps: int, profile: bool, 
     )
 
     sides = [
-        Side("llmkit", ours, lambda: ours(x, y)[1].mean()),
+        Side("llmkit", ours, lambda: ours(x, y, return_logits=False)[1].mean()),  # as llmkit.training does
         Side("HF", hf, lambda: F.cross_entropy(hf(x).logits.flatten(0, 1), y.flatten())),
     ]
     for i in range(warmup + steps):

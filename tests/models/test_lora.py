@@ -271,3 +271,21 @@ def test_training_through_a_merged_layer_is_refused():
         lora(torch.randn(1, 4))
     with torch.no_grad():
         lora(torch.randn(1, 4))  # inference through a merged layer is what merging is for
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_in_place_update_has_the_gradients_of_the_plain_formula(dropout):
+    torch.manual_seed(13)
+    base = nn.Linear(16, 8)
+    lora = LoRALinear(base, rank=4, alpha=8, dropout=dropout)
+    with torch.no_grad():
+        lora.lora_B.weight.normal_()
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    params = (x, lora.lora_A.weight, lora.lora_B.weight)
+    torch.manual_seed(1)  # the same dropout mask both times
+    ours = torch.autograd.grad(lora(x).square().sum(), params)
+    torch.manual_seed(1)
+    plain = base(x) + lora.lora_B(lora.lora_A(lora.lora_dropout(x))) * lora.scaling
+    ref = torch.autograd.grad(plain.square().sum(), params)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmkit.models.attention import CausalSelfAttention, KVCache
-from llmkit.models.common import init_gpt_style, per_token_cross_entropy
+from llmkit.models.common import init_gpt_style, linear_cross_entropy, per_token_cross_entropy
 from llmkit.models.config import GPTConfig
 
 
@@ -81,8 +81,11 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if exclude_position_embeddings else n
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, return_weights: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, return_weights: bool = False, return_logits: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``return_logits=False`` (with ``targets``) returns ``(None, loss)`` and computes the
+        loss chunk by chunk from the hidden states, never holding the (B, T, V) logits: what a
+        training loop wants (:func:`llmkit.models.common.linear_cross_entropy`)."""
         B, T = idx.shape
         if T > self.config.context_length:
             raise ValueError(f"sequence of {T} tokens is longer than the context length {self.config.context_length}")
@@ -93,7 +96,11 @@ class GPT(nn.Module):
             x, w = block(x, return_weights)
             if w is not None:
                 self.last_attention.append(w)  # (B, H, T, T) per layer
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        h = self.transformer.ln_f(x)  # (B, T, C)
+        head = self.lm_head
+        if targets is not None and not return_logits and type(head) is nn.Linear and head.bias is None and not torch.compiler.is_compiling():
+            return None, linear_cross_entropy(h, head.weight, targets)  # (B, T), no logits held
+        logits = head(h)  # (B, T, V)
         if targets is None:
             return logits, None
         return logits, per_token_cross_entropy(logits, targets)  # (B, T); reduce outside

@@ -216,6 +216,13 @@ def _setup(model: torch.nn.Module, train_data: np.ndarray, cfg: TrainConfig) -> 
     return _Run(wrapped, raw, optimizer, sampler, device, _autocast_dtype(cfg, device), dist, block, per_step)
 
 
+def _loss_only(model: torch.nn.Module) -> dict:
+    """Ask a GPT for its loss alone: it then never holds the (B, T, V) logits (see GPT.forward)."""
+    from llmkit.models.gpt import GPT
+
+    return {"return_logits": False} if isinstance(model, GPT) else {}
+
+
 def _micro_step(r: _Run, cfg: TrainConfig, last: bool, objective: Objective) -> float:
     x, y = objective.prepare(*r.sampler.next_batch(), None)  # (per_step, T): the global micro-batch
     rows = slice(r.dist.rank, None, r.dist.world_size)
@@ -223,7 +230,7 @@ def _micro_step(r: _Run, cfg: TrainConfig, last: bool, objective: Objective) -> 
     sync = r.dist.enabled and not last and hasattr(r.model, "no_sync")
     ctx = r.model.no_sync() if sync else nullcontext()
     with ctx, torch.autocast(r.device.type, dtype=r.amp, enabled=r.amp is not None):
-        _, loss = r.model(x, y)
+        _, loss = r.model(x, y, **_loss_only(r.raw))
         loss = objective.reduce(loss, y) / cfg.grad_accum
         loss.backward()
     return loss.item()

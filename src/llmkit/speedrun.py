@@ -35,7 +35,7 @@ class SpeedrunConfig:
     quick_compare_budget: int = 6_000
     classify_per_class: int = 2000
     quick_classify_per_class: int = 150
-    classify_steps: int = 400
+    classify_steps: int = 300
     quick_classify_steps: int = 40
 
     @property

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from llmkit._io import read_json
+from llmkit._io import read_json, staged_dir
 
 SIDECAR = "tokens.json"
 FORMAT = "llmkit-tokens"
@@ -108,21 +106,13 @@ def write_token_files(
         "tokenizer": tokenizer_ref or getattr(tokenizer, "name", ""),
         "val_fraction": val_fraction,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out, overwrite=overwrite) as tmp:  # all or nothing
         for k, a in arrays.items():
             with open(tmp / f"{k}.bin", "wb") as f:
                 f.write(a.tobytes())
                 f.flush()
                 os.fsync(f.fileno())
         (tmp / SIDECAR).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return TokenFiles(out, meta)
 
 

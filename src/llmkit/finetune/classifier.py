@@ -105,7 +105,9 @@ def pool(scores: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
 
 
 class SequenceClassifier(nn.Module):
-    """``clf(idx, attention_mask) -> class logits (B, n_classes)``."""
+    """``clf(idx, attention_mask) -> class logits (B, n_classes)``. Unlike the language models
+    it takes no targets: one label per sequence is not the per-token ``(x, y)`` of the LM
+    signature; the loss is ``F.cross_entropy(clf(idx, mask), labels)``."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, pooling: str, head_bias: bool = True):
         super().__init__()

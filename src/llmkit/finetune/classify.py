@@ -205,10 +205,9 @@ def train_classifier(
     history, window = [], []
     clf.train()
     for step in range(steps):
-        if len(order) < cfg.batch_size:
-            fresh = list(range(len(train)))
-            rng.shuffle(fresh)
-            order += fresh
+        if len(order) < cfg.batch_size:  # a new epoch; its leftover (< one batch) is dropped, so no batch repeats a text
+            order = list(range(len(train)))
+            rng.shuffle(order)
         batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
         ids, mask = encode_texts(tok, [train.texts[i] for i in batch], clf.kind, spec.max_length)
         y = torch.tensor([train.labels[i] for i in batch], device=device)

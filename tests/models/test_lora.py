@@ -289,3 +289,18 @@ def test_the_in_place_update_has_the_gradients_of_the_plain_formula(dropout):
     ref = torch.autograd.grad(plain.square().sum(), params)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_lora_runs_under_autocast_and_trains_in_float32():
+    torch.manual_seed(14)
+    lora = LoRALinear(nn.Linear(16, 8), rank=4, alpha=8)
+    with torch.no_grad():
+        lora.lora_B.weight.normal_()
+    x = torch.randn(2, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lora(x)
+    assert y.dtype == torch.bfloat16
+    ref = lora.base_layer(x) + lora.lora_B(lora.lora_A(x)) * lora.scaling
+    torch.testing.assert_close(y.float(), ref, rtol=3e-2, atol=3e-2)
+    y.float().sum().backward()
+    assert lora.lora_B.weight.grad is not None and lora.lora_B.weight.grad.dtype == torch.float32

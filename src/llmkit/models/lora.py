@@ -84,7 +84,8 @@ class LoRALinear(nn.Module):
         # y += scaling * a B^T, in place and in one matmul: nn.Linear's backward does not need its
         # output, and no full-size temporaries are made (they fragment the CPU heap: ~0.4 GB on gpt2-124m)
         y2 = y.view(-1, y.shape[-1])
-        y2.addmm_(a.reshape(-1, a.shape[-1]), self.lora_B.weight.t(), alpha=self.scaling)
+        dt = y2.dtype  # under autocast y and a are bf16/fp16 while B stays float32: in-place ops do not autocast
+        y2.addmm_(a.reshape(-1, a.shape[-1]).to(dt), self.lora_B.weight.t().to(dt), alpha=self.scaling)
         return y
 
     @torch.no_grad()

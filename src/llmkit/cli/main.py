@@ -9,6 +9,7 @@ import typer
 from llmkit.cli import compare as compare_cli
 from llmkit.cli import finetune as finetune_cli
 from llmkit.cli import generate as generate_cli
+from llmkit.cli import hf as hf_cli
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
 from llmkit.cli import train as train_cli
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(tokenizer_cli.app, name="tokenizer")
 app.add_typer(finetune_cli.app, name="finetune")
+app.add_typer(hf_cli.app, name="hf")
 app.command("speedrun")(speedrun_cli.speedrun)
 app.command("train")(train_cli.train)
 app.command("generate")(generate_cli.generate)

@@ -1,0 +1,1 @@
+"""Hugging Face interoperability: conversion, memory estimates and recipes."""

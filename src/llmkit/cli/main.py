@@ -10,6 +10,7 @@ from llmkit.cli import compare as compare_cli
 from llmkit.cli import finetune as finetune_cli
 from llmkit.cli import generate as generate_cli
 from llmkit.cli import hf as hf_cli
+from llmkit.cli import memory as memory_cli
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
 from llmkit.cli import train as train_cli
@@ -31,6 +32,7 @@ app.command("chat")(generate_cli.chat)
 app.command("attention")(generate_cli.attention)
 app.command("compare")(compare_cli.compare)
 app.command("classify")(finetune_cli.classify_cli.classify)
+app.command("memory")(memory_cli.memory)
 
 
 @app.callback()

@@ -35,6 +35,9 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
     assert cls["classes"] == ["negative", "neutral", "positive"]
     assert lora["trainable_parameters"] < full["trainable_parameters"] / 10
     assert (out / "classify" / "lora" / "adapter_model.safetensors").is_file() and (out / "classify" / "full" / "model.safetensors").is_file()
+    hf = json.loads((out / "stages" / "hf.json").read_text())["results"]
+    assert all(s["same"] for s in hf["samples"])  # transformers' pipeline writes what llmkit writes
+    assert [m["model"] for m in hf["memory"]][1] == "gpt2-124m" and hf["memory"][1]["params"] == 124_439_808
     assert "[skip]" in CliRunner().invoke(app, ["speedrun", "--quick", "--out", str(out)]).output
 
 

@@ -175,6 +175,7 @@ def _tok_settings(c: SpeedrunConfig) -> dict:
 
 def _lm_stages() -> list[Stage]:
     from llmkit import speedrun_finetune as ft
+    from llmkit import speedrun_hf as hf
     from llmkit import speedrun_lm as lm
 
     def pre(c: SpeedrunConfig) -> dict:
@@ -195,6 +196,7 @@ def _lm_stages() -> list[Stage]:
         Stage("compare", "7. n-gram vs NPLM vs LSTM vs GPT on the same tokens", lm.run_compare, lm.report_compare, cmp, ("compare/compare.png",)),
         Stage("classify", "8. Sentiment classification: full fine-tuning vs LoRA", ft.run_classify, ft.report_classify, cls,
               ("classify/full/confusion.png", "classify/lora/confusion.png")),
+        Stage("hf", "9. Hugging Face: export, pipeline, memory", hf.run_hf, hf.report_hf, pre, ("hf/gpt/model.safetensors",)),
     ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import typer
 
 from llmkit.cli import compare as compare_cli
+from llmkit.cli import edge as edge_cli
 from llmkit.cli import finetune as finetune_cli
 from llmkit.cli import generate as generate_cli
 from llmkit.cli import hf as hf_cli
@@ -33,6 +34,8 @@ app.command("attention")(generate_cli.attention)
 app.command("compare")(compare_cli.compare)
 app.command("classify")(finetune_cli.classify_cli.classify)
 app.command("memory")(memory_cli.memory)
+app.command("quantize")(edge_cli.quantize)
+hf_cli.app.command("gguf")(edge_cli.gguf)
 
 
 @app.callback()

@@ -12,6 +12,7 @@ from llmkit.cli import finetune as finetune_cli
 from llmkit.cli import generate as generate_cli
 from llmkit.cli import hf as hf_cli
 from llmkit.cli import memory as memory_cli
+from llmkit.cli import pipeline as pipeline_cli
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
 from llmkit.cli import train as train_cli
@@ -34,6 +35,7 @@ app.command("attention")(generate_cli.attention)
 app.command("compare")(compare_cli.compare)
 app.command("classify")(finetune_cli.classify_cli.classify)
 app.command("memory")(memory_cli.memory)
+app.command("pipeline")(pipeline_cli.pipeline)
 app.command("quantize")(edge_cli.quantize)
 hf_cli.app.command("gguf")(edge_cli.gguf)
 

@@ -17,6 +17,7 @@ from llmkit.hf.convert import export_model, import_gpt2, read_hf_bpe_tokenizer
 from llmkit.inference import load_pretrained
 from llmkit.models.zoo import build_model, save_model
 from llmkit.tokenizer import Tokenizer
+from hf_testutils import perturb
 
 TEXTS = [
     "def f(x):\n    return {'a': x ** 2}  # square\n",
@@ -25,15 +26,6 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog. 12345 + 678 = 13023",
 ]
 SPECIAL_TEXT = "<|user|>hi<|end|>\n<|endoftext|>after"
-
-
-def _perturb(model: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> torch.nn.Module:
-    """Random weights far from the init, so a wrong transpose or a missing bias would show."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def chat_run(tmp_path_factory, chat_tokenizer):
     tokenizer files and chat_template.json."""
     run = tmp_path_factory.mktemp("chat-run")
     torch.manual_seed(0)
-    model = _perturb(build_model("gpt", "tiny", vocab_size=chat_tokenizer.n_vocab, context_length=64, n_embd=64))
+    model = perturb(build_model("gpt", "tiny", vocab_size=chat_tokenizer.n_vocab, context_length=64, n_embd=64))
     save_model(model, run / "model", extra={"chat_template": "llmkit-chat-v1"})
     chat_tokenizer.save(run / "model")
     (run / "model" / "chat_template.json").write_text(json.dumps(ChatTemplate(chat_tokenizer).describe()))
@@ -124,7 +116,7 @@ def test_bert_export_loads_as_bert_for_masked_lm_with_the_same_logits_and_inputs
 
     tok = Tokenizer.train(TEXTS * 10, 400).add_special_tokens(["[CLS]", "[SEP]", "[MASK]", "[PAD]"])
     torch.manual_seed(0)
-    ours = _perturb(build_model("bert", "tiny", vocab_size=tok.n_vocab, context_length=64))
+    ours = perturb(build_model("bert", "tiny", vocab_size=tok.n_vocab, context_length=64))
     save_model(ours, tmp_path / "run" / "model")
     tok.save(tmp_path / "run" / "model")
     out = export_model(tmp_path / "run", tmp_path / "hf")
@@ -149,7 +141,7 @@ def _hf_gpt2(d, *, vocab_size: int, tie: bool = True, seed: int = 0, **config):
 
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=4, tie_word_embeddings=tie, **config)
-    model = _perturb(GPT2LMHeadModel(cfg), seed=seed)
+    model = perturb(GPT2LMHeadModel(cfg), seed=seed)
     model.save_pretrained(d)
     return model
 

@@ -20,6 +20,7 @@ from llmkit.hf.convert import export_model
 from llmkit.hf.pipelines import TASKS, make_pipeline, pick_device, read_inputs, resolve_task, run_pipeline
 from llmkit.models.zoo import build_model, save_model
 from llmkit.tokenizer import Tokenizer
+from hf_testutils import perturb
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. 12345 + 678 = 13023",
@@ -27,14 +28,6 @@ TEXTS = [
     "Hello, world! Paris is the capital of France, and Berlin of Germany.",
     "Ünïcödé — naïve café, 日本語, the river runs to the sea.",
 ]
-
-
-def _perturb(model: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()
 
 
 def _cli(*args: str, input: str | None = None):
@@ -53,7 +46,7 @@ def gpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("gpt")
     tok = Tokenizer.train(TEXTS * 10, 400, pattern="gpt4")
     torch.manual_seed(0)
-    model = _perturb(build_model("gpt", "tiny", vocab_size=tok.n_vocab, context_length=64, n_embd=64))
+    model = perturb(build_model("gpt", "tiny", vocab_size=tok.n_vocab, context_length=64, n_embd=64))
     save_model(model, d / "run" / "model")
     tok.save(d / "run" / "model")
     return export_model(d / "run", d / "hf"), model, tok
@@ -64,7 +57,7 @@ def bert(tmp_path_factory):
     d = tmp_path_factory.mktemp("bert")
     tok = Tokenizer.train(TEXTS * 10, 400).add_special_tokens(["[CLS]", "[SEP]", "[MASK]", "[PAD]"])
     torch.manual_seed(0)
-    model = _perturb(build_model("bert", "tiny", vocab_size=tok.n_vocab, context_length=64))
+    model = perturb(build_model("bert", "tiny", vocab_size=tok.n_vocab, context_length=64))
     save_model(model, d / "run" / "model")
     tok.save(d / "run" / "model")
     return export_model(d / "run", d / "hf"), model, tok
@@ -77,7 +70,7 @@ def _head(tmp_path, bert, cls_name: str, **config):
     out, _, tok = bert
     torch.manual_seed(1)
     cfg = transformers.BertConfig(vocab_size=tok.n_vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, **config)
-    model = _perturb(getattr(transformers, cls_name)(cfg), scale=0.5)
+    model = perturb(getattr(transformers, cls_name)(cfg), scale=0.5)
     model.save_pretrained(tmp_path / "m")
     transformers.AutoTokenizer.from_pretrained(out).save_pretrained(tmp_path / "m")
     return tmp_path / "m", model, transformers.AutoTokenizer.from_pretrained(tmp_path / "m")
@@ -196,7 +189,7 @@ def test_text2text_is_greedy_seq2seq_generation(tmp_path, gpt):
     eos = hf_tok.eos_token_id
     cfg = transformers.T5Config(vocab_size=tok.n_vocab, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, pad_token_id=eos, eos_token_id=eos, decoder_start_token_id=eos)
     torch.manual_seed(2)
-    model = _perturb(transformers.T5ForConditionalGeneration(cfg), scale=0.5)
+    model = perturb(transformers.T5ForConditionalGeneration(cfg), scale=0.5)
     model.save_pretrained(tmp_path / "t5")
     hf_tok.save_pretrained(tmp_path / "t5")
     (row,) = run_pipeline("summarization", tmp_path / "t5", [TEXTS[0]], max_new_tokens=8)

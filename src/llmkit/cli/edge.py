@@ -22,8 +22,9 @@ def quantize(
     block: Annotated[int, typer.Option("--block", help="tokens per window")] = 128,
     tokens: Annotated[Optional[Path], typer.Option("--tokens", help="token directory (default: RUN/tokens)")] = None,
 ) -> None:
-    """Int8 dynamic quantization of a model's linear layers: size, CPU tokens/s and
-    validation perplexity before and after, on the same windows."""
+    """Int8 dynamic quantization: size, CPU tokens/s and perplexity before and after.
+
+    The linear layers are quantized; both models are scored on the same validation windows."""
     from rich.table import Table
 
     from llmkit.data.tokens import load_token_files

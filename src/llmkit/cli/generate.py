@@ -63,10 +63,11 @@ def chat(
     top_p: TopP = 1.0,
     seed: Seed = None,
 ) -> None:
-    """Talk to a model line by line: each reply continues the conversation so far and ends
-    at a blank line or <|endoftext|>. A chat-tuned run (llmkit finetune sft) uses its chat
-    template instead, ends replies at <|end|> and runs its calculator calls.
-    /reset forgets, /exit (or end of input) quits."""
+    """Talk to a model line by line (/reset forgets, /exit quits).
+
+    Each reply continues the conversation so far and ends at a blank line or <|endoftext|>. A
+    chat-tuned run (llmkit finetune sft) uses its chat template instead, ends replies at <|end|>
+    and runs its calculator calls."""
     from llmkit.finetune.chat import has_chat_tokens
     from llmkit.generation import stream
 

@@ -66,9 +66,9 @@ def memory(
     batch: Annotated[int, typer.Option("--batch", help="sequences per step (training)")] = 8,
     seq: Annotated[int, typer.Option("--seq", help="tokens per sequence (training)")] = 1024,
 ) -> None:
-    """Memory for a model of SIZE parameters, or of the model a --config describes: the weights
-    in each dtype (the course's 3B: 12 GB in fp32, 1.5 GB in int4) and, with --train, full
-    fine-tuning versus LoRA."""
+    """Memory of a model: its weights per dtype and, with --train, full fine-tuning vs LoRA.
+
+    Give SIZE (e.g. 3B: 12 GB in fp32, 1.5 GB in int4, the course's numbers) or --config."""
     from llmkit.hf.memory import model_shape, parse_size
 
     if (size is None) == (config is None):

@@ -40,9 +40,10 @@ def finetune_classify(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what each method would train, train nothing")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace an existing OUTPUT")] = False,
 ) -> None:
-    """Fine-tune a pre-trained model into a text classifier: the LM head is replaced by a fresh
-    n-class head; train the head, the last k blocks, everything, or LoRA adapters. Reports test
-    accuracy, macro-F1, a confusion matrix, trainable parameters, time and peak memory."""
+    """Fine-tune a pre-trained model into a text classifier (head, last-k, full or LoRA).
+
+    The LM head is replaced by a fresh n-class head. Reports test accuracy, macro-F1, a confusion
+    matrix, trainable parameters, time and peak memory."""
     from llmkit.finetune.classify import ClassifyConfig, finetune_classifier, parameter_counts
     from llmkit.tokenizer import Tokenizer
 

@@ -21,8 +21,9 @@ def export_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="directory to write the transformers model to")],
     force: Force = False,
 ) -> None:
-    """Write RUN's GPT (GPT2LMHeadModel) or BERT (BertForMaskedLM) with its tokenizer as a
-    directory that transformers' Auto* classes load offline."""
+    """Write RUN's model and tokenizer as a transformers directory (Auto* classes load it).
+
+    A GPT becomes GPT2LMHeadModel, a BERT BertForMaskedLM."""
     from llmkit.hf.convert import export_model
 
     out = export_model(run, output, overwrite=force)

@@ -28,8 +28,9 @@ def sft(
     force: Annotated[bool, typer.Option("--force", help="replace an existing OUTPUT (or --export-data file)")] = False,
     export_data: Annotated[Optional[Path], typer.Option("--export-data", help="write the conversations to this JSONL file and exit")] = None,
 ) -> None:
-    """Chat-tune BASE on conversations (only the assistant's tokens are trained); the
-    result is a run that `llmkit chat` talks to with the chat template."""
+    """Chat-tune BASE on conversations; only the assistant's tokens are trained.
+
+    The result is a run that `llmkit chat` talks to with the chat template."""
     from llmkit.finetune.sft import SFTConfig, train_sft
     from llmkit.finetune.sft_data import default_sft_dataset, load_conversations, save_conversations
 

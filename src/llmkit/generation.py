@@ -298,7 +298,8 @@ def generate_tensor(model, idx: torch.Tensor, max_new_tokens: int = 128, **opts)
 # -- text ------------------------------------------------------------------------------
 
 
-def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """The ids a text prompt starts generation from (an empty prompt: ``<|endoftext|>``)."""
     ids = tokenizer.encode(prompt)
     if not ids:  # an empty prompt starts from the document separator, as GPT-2 does
         if tokenizer.eot_token is None:
@@ -307,7 +308,7 @@ def _prompt_ids(tokenizer, prompt: str) -> list[int]:
     return ids
 
 
-def _stops(tokenizer, stop_tokens: Iterable[int] | None) -> set[int]:
+def default_stop_tokens(tokenizer, stop_tokens: Iterable[int] | None) -> set[int]:
     """Text APIs stop at <|endoftext|> by default; pass ``stop_tokens=()`` for no stops."""
     if stop_tokens is None:
         return set() if tokenizer.eot_token is None else {tokenizer.eot_token}
@@ -319,7 +320,7 @@ def generate_text(
 ) -> str:
     """The text generated after ``prompt`` (prompt not included). Stops at ``stop_tokens``
     (default: the tokenizer's <|endoftext|>). ``opts``: see :func:`iter_tokens`."""
-    ids = generate(model, _prompt_ids(tokenizer, prompt), max_new_tokens, stop_tokens=_stops(tokenizer, stop_tokens), include_stop=include_stop, **opts)
+    ids = generate(model, encode_prompt(tokenizer, prompt), max_new_tokens, stop_tokens=default_stop_tokens(tokenizer, stop_tokens), include_stop=include_stop, **opts)
     return tokenizer.decode(ids)
 
 
@@ -329,8 +330,8 @@ def stream(
     """Yield the generated text piece by piece as tokens arrive. Bytes of a character split
     across tokens (emoji, CJK under byte-level BPE) are held back until it is complete, so
     ``"".join(stream(...)) == tokenizer.decode(generated ids)``."""
-    stops = _stops(tokenizer, stop_tokens)
-    tokens = iter_tokens(model, _prompt_ids(tokenizer, prompt), max_new_tokens, **opts)  # checks args now
+    stops = default_stop_tokens(tokenizer, stop_tokens)
+    tokens = iter_tokens(model, encode_prompt(tokenizer, prompt), max_new_tokens, **opts)  # checks args now
     return _text_pieces(tokens, tokenizer, stops, include_stop)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from llmkit.finetune.chat import (
+from llmkit.chat import (
     ASSISTANT,
     CHAT_SPECIAL_TOKENS,
     END,

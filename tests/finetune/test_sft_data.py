@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmkit.finetune.calculator import MAX_EXPRESSION_CHARS, calculator_tool, evaluate, format_number
-from llmkit.finetune.chat import normalize_messages
+from llmkit.chat import normalize_messages
 from llmkit.finetune.sft_data import (
     PROBLEM_KINDS,
     arithmetic_conversations,

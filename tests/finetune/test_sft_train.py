@@ -10,7 +10,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from llmkit.finetune.chat import CHAT_SPECIAL_TOKENS, ChatTemplate, ensure_chat_tokens, has_chat_tokens
+from llmkit.chat import CHAT_SPECIAL_TOKENS, ChatTemplate, ensure_chat_tokens, has_chat_tokens
 from llmkit.finetune.sft import SFTConfig, collate, grow_vocab, train_sft
 from llmkit.finetune.sft_data import default_sft_dataset, load_conversations
 from llmkit.models.zoo import build_model, save_model
@@ -80,7 +80,7 @@ def test_sft_lowers_the_assistant_token_loss(sft_run):
 
 def test_the_run_loads_and_generates_with_the_template(sft_run):
     from llmkit.finetune.calculator import calculator_tool
-    from llmkit.finetune.chat import chat_turns
+    from llmkit.chat import chat_turns
     from llmkit.generation import generate_text
     from llmkit.inference import load_pretrained
 

@@ -12,7 +12,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from llmkit.finetune.chat import ChatTemplate, ensure_chat_tokens
+from llmkit.chat import ChatTemplate, ensure_chat_tokens
 from llmkit.hf.convert import export_model, import_gpt2, read_hf_bpe_tokenizer
 from llmkit.inference import load_pretrained
 from llmkit.models.zoo import build_model, save_model

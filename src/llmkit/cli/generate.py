@@ -68,7 +68,7 @@ def chat(
     Each reply continues the conversation so far and ends at a blank line or <|endoftext|>. A
     chat-tuned run (llmkit finetune sft) uses its chat template instead, ends replies at <|end|>
     and runs its calculator calls."""
-    from llmkit.finetune.chat import has_chat_tokens
+    from llmkit.chat import has_chat_tokens
     from llmkit.generation import stream
 
     model, tok = _load_causal(run, max_new_tokens, temperature, top_k, top_p)

@@ -62,7 +62,7 @@ def chat_session(
     from rich.markup import escape
 
     from llmkit.finetune.calculator import calculator_tool
-    from llmkit.finetune.chat import ChatTemplate, chat_turns
+    from llmkit.chat import ChatTemplate, chat_turns
 
     template = ChatTemplate(tok)
     tools = {"calculator": calculator_tool}

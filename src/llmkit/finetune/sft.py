@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from llmkit._io import atomic_write_text, refuse_nonempty_dir, staged_dir
-from llmkit.finetune.chat import IGNORE_INDEX, TEMPLATE_NAME, ChatTemplate, Conversation, ensure_chat_tokens
+from llmkit.chat import IGNORE_INDEX, TEMPLATE_NAME, ChatTemplate, Conversation, ensure_chat_tokens
 from llmkit.models.gpt import GPT
 from llmkit.tokenizer import Tokenizer
 

@@ -12,7 +12,7 @@ Two generated kinds of conversations, both deterministic for a seed:
   :func:`documented_functions` for why the corpus and how).
 
 A conversation file is JSONL: one ``{"messages": [...]}`` object (or a bare list of
-messages) per line, OpenAI's message shape (:mod:`llmkit.finetune.chat`).
+messages) per line, OpenAI's message shape (:mod:`llmkit.chat`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from llmkit._io import atomic_write_text, refuse_overwrite
 from llmkit.finetune.calculator import evaluate, format_number
-from llmkit.finetune.chat import Conversation, normalize_messages
+from llmkit.chat import Conversation, normalize_messages
 
 SYSTEM_PROMPT = "You are a helpful assistant. Use the calculator tool for arithmetic."
 CALCULATOR = "calculator"

@@ -4,7 +4,7 @@
   transformers directory: ``config.json`` (``gpt2`` / ``bert``), ``model.safetensors`` and a
   tokenizer that ``AutoTokenizer`` loads with the same ids, its special tokens named in
   ``tokenizer_config.json``, and, for a chat-tuned run, a Jinja ``chat_template`` that renders
-  exactly what :class:`llmkit.finetune.chat.ChatTemplate` renders.
+  exactly what :class:`llmkit.chat.ChatTemplate` renders.
 - :func:`import_gpt2` reads a GPT-2 checkpoint as transformers writes it (``config.json`` with
   ``model_type: gpt2`` + ``model.safetensors``, a local directory or a hub id) into an llmkit
   model directory that :func:`llmkit.inference.load_pretrained` and ``llmkit generate`` use.
@@ -39,7 +39,7 @@ HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 LLMKIT_CHAT_FILE = "chat_template.json"  # what llmkit finetune sft writes beside the model
 BERT_SPECIALS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]", "pad_token": "[PAD]"}
 
-# The llmkit-chat-v1 format (llmkit.finetune.chat) in Jinja. A turn is the role marker, the
+# The llmkit-chat-v1 format (llmkit.chat) in Jinja. A turn is the role marker, the
 # content, any tool calls as {"name", "arguments"} JSON between the tool-call markers,
 # <|end|> and a newline. transformers' ``tojson`` is json.dumps with ensure_ascii=False and
 # the default separators, as ours. Arguments given as a JSON string (OpenAI's wire form) are

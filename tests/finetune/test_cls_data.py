@@ -1,4 +1,4 @@
-"""Tests for llmkit.finetune.data: the built-in labelled corpora, user files, stratified splits.
+"""Tests for llmkit.finetune.data and .splits: the built-in labelled corpora, user files, stratified splits.
 
 Outside truths: the corpus counts documented in notes/ASSETS.md (and by the corpora's authors),
 the standard library's csv/json readers on the same bytes, and files written here.
@@ -16,15 +16,15 @@ import random
 
 import pytest
 
-from llmkit.finetune import data as data_mod
+from llmkit.finetune import splits as splits_mod
 from llmkit.finetune.data import (
     BUILTIN_DATASETS,
     DATASET_ALIASES,
     LabelledDataError,
     LabelledTexts,
     load_labelled,
-    stratified_split,
 )
+from llmkit.finetune.splits import stratified_split
 
 
 def _package_dir(name: str) -> pathlib.Path:
@@ -318,7 +318,7 @@ def test_stratified_split_rejects_bad_fractions(fractions, message: str) -> None
 def test_allocate_sums_and_minimums() -> None:
     for n in range(60):
         for fractions in [(0.8, 0.1, 0.1), (0.7, 0.15, 0.15), (0.0, 0.5, 0.5), (1.0, 0.0, 0.0)]:
-            sizes = data_mod._allocate(n, fractions)
+            sizes = splits_mod._allocate(n, fractions)
             assert sum(sizes) == n and min(sizes) >= 0
             if n >= sum(f > 0 for f in fractions):
                 assert all(s > 0 for s, f in zip(sizes, fractions) if f > 0)

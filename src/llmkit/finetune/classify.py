@@ -38,7 +38,8 @@ from llmkit.finetune.classifier import (
     encode_texts,
     predict_proba,
 )
-from llmkit.finetune.data import LabelledTexts, load_labelled, stratified_split
+from llmkit.finetune.data import LabelledTexts, load_labelled, sample_per_class
+from llmkit.finetune.splits import stratified_split
 from llmkit.finetune.metrics import ClassificationReport, classification_report
 from llmkit.models.gpt import with_qkv_layout
 from llmkit.models.lora import count_parameters
@@ -267,7 +268,7 @@ def finetune_classifier(
             raise ValueError("a saved LoRA classifier adapts a saved pre-trained model: give a base run (a preset has no weights on disk "
                              "to point to), or train with --method full, last-k or head")
     if isinstance(data, LabelledTexts):
-        labelled = data if limit_per_class is None else load_labelled_subset(data, limit_per_class, cfg.seed)
+        labelled = data if limit_per_class is None else sample_per_class(data, limit_per_class, cfg.seed)
     else:
         labelled = load_labelled(data, text_column=text_column, label_column=label_column, limit_per_class=limit_per_class, seed=cfg.seed)
     for note in labelled.notes:
@@ -291,16 +292,6 @@ def finetune_classifier(
     if out_dir is not None:
         save_classifier(clf, tok, spec, out_dir, history=history, overwrite=overwrite, protect=protect)
     return result
-
-
-def load_labelled_subset(data: LabelledTexts, limit_per_class: int, seed: int) -> LabelledTexts:
-    """At most ``limit_per_class`` texts of each class (a seeded sample)."""
-    rng = random.Random(seed)
-    keep: list[int] = []
-    for c in range(len(data.classes)):
-        members = [i for i, y in enumerate(data.labels) if y == c]
-        keep += sorted(rng.sample(members, min(limit_per_class, len(members))))
-    return data.subset(sorted(keep))
 
 
 def _check_split(train: LabelledTexts, val: LabelledTexts, test: LabelledTexts) -> None:

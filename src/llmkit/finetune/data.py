@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "BUILTIN_DATASETS", "DATASET_ALIASES", "FILE_SUFFIXES", "LabelledDataError", "LabelledTexts",
-    "load_labelled", "stratified_split",
+    "load_labelled", "sample_per_class",
 ]
 
 BUILTIN_DATASETS: dict[str, str] = {
@@ -84,6 +84,13 @@ class LabelledTexts:
         counts = Counter(self.labels)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
+    def members(self) -> list[list[int]]:
+        """Indices of each class's examples, in class order."""
+        members: list[list[int]] = [[] for _ in self.classes]
+        for i, y in enumerate(self.labels):
+            members[y].append(i)
+        return members
+
     def subset(self, indices: Sequence[int]) -> LabelledTexts:
         """The examples at ``indices``, in that order; same classes, source and notes."""
         n = len(self)
@@ -120,7 +127,7 @@ def load_labelled(
         records, notes = _read_file(pathlib.Path(source), str(source), text_column, label_column)
         data = _build(records, classes, str(source), notes)
     if limit_per_class is not None:
-        data = _limit_per_class(data, limit_per_class, seed)
+        data = sample_per_class(data, limit_per_class, seed)
     note = _duplicate_note(data)
     if note:
         data.notes.append(note)
@@ -323,23 +330,15 @@ def _is_int(name: str) -> bool:
     return name.lstrip("-").isdigit()
 
 
-def _limit_per_class(data: LabelledTexts, limit: int, seed: int) -> LabelledTexts:
+def sample_per_class(data: LabelledTexts, limit: int, seed: int = 0) -> LabelledTexts:
     """At most ``limit`` examples per class: a seeded sample, kept in the original order."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise LabelledDataError(f"limit_per_class must be a positive integer, got {limit!r}")
     rng = random.Random(seed)
     keep: list[int] = []
-    for members in _members(data):
+    for members in data.members():
         keep += rng.sample(members, limit) if len(members) > limit else members
     return data.subset(sorted(keep))
-
-
-def _members(data: LabelledTexts) -> list[list[int]]:
-    """Indices of each class's examples, in class order."""
-    members: list[list[int]] = [[] for _ in data.classes]
-    for i, y in enumerate(data.labels):
-        members[y].append(i)
-    return members
 
 
 def _duplicate_note(data: LabelledTexts) -> str | None:
@@ -353,55 +352,3 @@ def _duplicate_note(data: LabelledTexts) -> str | None:
     conflicting = sum(len(ys) > 1 for ys in seen.values())
     labels = f"; {conflicting:,} distinct texts carry conflicting labels" if conflicting else ""
     return f"{repeats:,} texts repeat an earlier one{labels}; copies can land in both train and test"
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def stratified_split(
-    data: LabelledTexts, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> tuple[LabelledTexts, LabelledTexts, LabelledTexts]:
-    """Train / validation / test parts that keep each class's share (within rounding).
-
-    Each class's examples are shuffled with a seeded RNG and cut by ``fractions``; a class
-    with at least as many examples as there are non-zero fractions (3 for the default) appears
-    in every non-empty part. Parts are disjoint, cover ``data``, and keep the original order.
-    """
-    fractions = _check_fractions(fractions)
-    rng = random.Random(seed)
-    parts: list[list[int]] = [[], [], []]
-    for members in _members(data):
-        members = list(members)
-        rng.shuffle(members)
-        start = 0
-        for part, size in zip(parts, _allocate(len(members), fractions)):
-            part += members[start : start + size]
-            start += size
-    train, val, test = (data.subset(sorted(p)) for p in parts)
-    return train, val, test
-
-
-def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(f) for f in fractions)
-    if len(values) != 3:
-        raise LabelledDataError(f"fractions must be 3 numbers (train, val, test), got {len(values)}")
-    if any(not f >= 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise LabelledDataError(f"fractions must be >= 0 and sum to 1, got {values}")
-    return values  # type: ignore[return-value]
-
-
-def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
-    """Split ``n`` into parts by largest remainder; then every non-zero fraction gets >= 1 if n allows."""
-    exact = [n * f for f in fractions]
-    sizes = [int(x) for x in exact]
-    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - sizes[i]), i))
-    for i in by_remainder[: n - sum(sizes)]:
-        sizes[i] += 1
-    wanted = [i for i, f in enumerate(fractions) if f > 0]
-    if n >= len(wanted):
-        for i in wanted:
-            if sizes[i] == 0:
-                donor = max(range(len(sizes)), key=lambda j: sizes[j])
-                sizes[donor] -= 1
-                sizes[i] += 1
-    return sizes

@@ -151,12 +151,12 @@ class LlmkitBackend(Backend):
 
     def _embed_bert(self, texts: list[str]) -> list[list[float]]:
         from llmkit.models.bert import encode_for_bert
+        from llmkit.models.common import masked_mean
 
         device = next(self.model.parameters()).device
         enc = {k: v.to(device) for k, v in encode_for_bert(self.tokenizer, texts, max_length=self.model.config.context_length).items()}
         h = self.model.encode(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).float()
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        return ((h * mask).sum(1) / mask.sum(1)).tolist()
+        return masked_mean(h, enc["attention_mask"]).tolist()
 
 
 # --------------------------------------------------------------------------- transformers

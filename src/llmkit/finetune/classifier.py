@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from llmkit.models.bert import Bert, encode_for_bert
+from llmkit.models.common import masked_mean
 from llmkit.models.gpt import GPT, with_qkv_layout
 from llmkit.models.lora import LoRALinear, mark_trainable, replace_linear_with_lora
 from llmkit.tokenizer import Tokenizer
@@ -97,9 +98,8 @@ def pool(scores: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
     ``mean`` over real tokens. ``attention_mask`` (B, T) is 1 on real tokens, right-padded."""
     if how == "cls":
         return scores[:, 0]
-    m = attention_mask.to(scores.dtype)
     if how == "mean":
-        return (scores * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+        return masked_mean(scores, attention_mask)
     last = attention_mask.sum(1).clamp(min=1) - 1  # (B,)
     return scores[torch.arange(scores.shape[0], device=scores.device), last]
 

@@ -130,3 +130,10 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     C = h.shape[-1]
     loss = _LinearCrossEntropy.apply(h.reshape(-1, C), weight, targets.reshape(-1), ignore_index, chunk)
     return loss.view(targets.shape)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` (B, T, C) over the positions where ``mask`` (B, T) is 1: (B, C). A row
+    with no position counts as one, giving zeros."""
+    m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1)

@@ -200,7 +200,7 @@ def test_cli_trains_from_a_csv_and_classify_prints_the_pipeline_shape(base, tmp_
 def test_a_peft_trained_classifier_adapter_with_a_short_head_name_loads(base, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from llmkit.models.lora import load_adapter
+    from llmkit.models.lora_files import load_adapter
 
     torch.manual_seed(9)
     mine = SequenceClassifier(with_qkv_layout(load_model(base), split=True), 2, "last")

@@ -14,15 +14,14 @@ from llmkit.models.lora import (
     LoRALinear,
     count_parameters,
     freeze,
-    load_adapter,
     lora_modules,
     mark_trainable,
     merge_lora,
     remove_lora,
     replace_linear_with_lora,
-    save_adapter,
     unmerge_lora,
 )
+from llmkit.models.lora_files import load_adapter, save_adapter
 from llmkit.models.zoo import load_model, save_model
 
 

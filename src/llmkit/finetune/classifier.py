@@ -26,7 +26,7 @@ from torch import nn
 from llmkit.models.bert import Bert, encode_for_bert
 from llmkit.models.common import masked_mean
 from llmkit.models.gpt import GPT, with_qkv_layout
-from llmkit.models.lora import LoRALinear, mark_trainable, replace_linear_with_lora
+from llmkit.models.lora import LoRALinear, mark_trainable, matches_targets, replace_linear_with_lora
 from llmkit.tokenizer import Tokenizer
 
 METHODS = ("head", "last-k", "full", "lora")
@@ -178,7 +178,7 @@ def backbone_targets(clf: SequenceClassifier, targets: Sequence[str]) -> list[st
     """Full names of the backbone's Linear layers that ``targets`` select (never the head);
     a selection that finds nothing is an error naming the layers there are."""
     names = [n for n, m in clf.named_modules() if isinstance(m, nn.Linear) and not n.startswith(clf.head_name)]
-    chosen = [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+    chosen = [n for n in names if matches_targets(n, targets)]
     if not chosen:
         leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
         raise ValueError(f"LoRA targets {list(targets)} match no linear layer of the backbone; it has {', '.join(leaves)}")
@@ -191,7 +191,7 @@ def lora_parameter_count(model: nn.Module, rank: int, targets: Sequence[str] | N
     total = 0
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear) and not isinstance(m, LoRALinear) and not name.endswith((".lora_A", ".lora_B")):
-            if targets is None or any(name == t or name.endswith("." + t) for t in targets):
+            if matches_targets(name, targets):
                 total += rank * (m.in_features + m.out_features)
     return total
 

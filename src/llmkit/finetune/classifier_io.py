@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from llmkit._io import atomic_write_text, atomic_write_with, read_json, staged_dir
 from llmkit.finetune.classifier import ClassifierSpec, SequenceClassifier, pipeline_output, predict_proba
 from llmkit.models.gpt import with_qkv_layout
-from llmkit.models.lora import load_adapter, save_adapter
+from llmkit.models.lora_files import load_adapter, save_adapter
 from llmkit.tokenizer import Tokenizer
 
 SPEC_FILE = "classifier.json"

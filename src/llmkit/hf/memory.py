@@ -96,7 +96,9 @@ class ModelShape:
         in one of ``targets``, PEFT's suffix rule)."""
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-        chosen = [(i, o) for n, i, o in self.linears if targets is None or any(n == t or n.endswith("." + t) for t in targets)]
+        from llmkit.models.lora import matches_targets
+
+        chosen = [(i, o) for n, i, o in self.linears if matches_targets(n, targets)]
         if not chosen:
             raise ValueError(f"no linear layer matches the LoRA targets {list(targets or [])}")
         return lora_parameters(chosen, rank)

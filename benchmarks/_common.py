@@ -57,3 +57,13 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print(fmt.format(*r))
+
+
+def write_results(path, results: dict) -> None:
+    """Write a benchmark's results as indented JSON, atomically, and say where."""
+    import json
+
+    from llmkit._io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")

@@ -25,7 +25,6 @@ See benchmarks/README.md for what each row means and the measured numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
 from train_gpt import copy_into_hf, machine_info, print_header, print_profile, print_table, profile_top_ops, torch_threads, verdict  # noqa: E402
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "decode.json"
@@ -171,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from llmkit._io import atomic_write_text
     from llmkit.models.config import gpt_preset
     from llmkit.models.gpt import GPT
 
@@ -346,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": prof,
         "summary": summary,
     }
-    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_results(args.json, out)
     return 0
 
 

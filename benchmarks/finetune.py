@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_results  # noqa: E402
 from train_gpt import machine_info, print_header, print_profile, print_table, profile_top_ops, torch_threads, verdict  # noqa: E402
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "finetune.json"
@@ -447,7 +448,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # the parent never imports torch: a child's ru_maxrss starts at its parent's peak RSS
-    from llmkit._io import atomic_write_text
 
     t_start = time.perf_counter()
     machine = machine_info(("llmkit", "torch", "transformers", "peft", "numpy"))
@@ -610,8 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         "time": timing,
         "summary": summary,
     }
-    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_results(args.json, out)
     return 0
 
 

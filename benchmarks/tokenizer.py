@@ -18,7 +18,6 @@ See benchmarks/README.md for what each row means and the measured numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import machine_info, print_table, verdict  # benchmarks/ is on sys.path when a script runs
+from _common import machine_info, print_table, verdict, write_results  # benchmarks/ is on sys.path when a script runs
 
 CORPUS = "pydocs+pysource"
 PATTERN = "gpt4"
@@ -382,7 +381,6 @@ def main(argv: list[str] | None = None) -> int:
     if repeats < 1:
         ap.error("--repeats must be >= 1")
 
-    from llmkit._io import atomic_write_text
     from llmkit.data.corpora import load_corpus
 
     machine = machine_info(
@@ -425,8 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["loadavg_end"] = list(os.getloadavg())
     results["summary"] = summary
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in machine['loadavg_end'])}")
-    atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_results(args.json, results)
     return 0
 
 

@@ -22,14 +22,13 @@ See benchmarks/README.md for what each row means and the measured numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _common import machine_info, print_table, verdict  # benchmarks/ is on sys.path when a script runs
+from _common import machine_info, print_table, verdict, write_results  # benchmarks/ is on sys.path when a script runs
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "train_gpt.json"
 PRESET = "small"
@@ -312,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (2 if args.quick else 8)
     profile = not (args.quick or args.no_profile)
 
-    from llmkit._io import atomic_write_text
 
     machine = machine_info(("llmkit", "torch", "transformers", "numpy"))
     threads = torch_threads()
@@ -331,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["loadavg_end"] = list(os.getloadavg())
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in machine['loadavg_end'])}")
     out = {"machine": machine, "threads": threads, "quick": args.quick, "goal": f">= {GOAL}x HF tokens/s", "results": results, "summary": summary}
-    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_results(args.json, out)
     return 0
 
 

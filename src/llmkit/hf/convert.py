@@ -27,7 +27,7 @@ import torch
 from llmkit._io import atomic_write_text, read_json, staged_dir
 from llmkit.inference import model_dir
 from llmkit.models.config import BertConfig, GPTConfig
-from llmkit.models.gpt import GPT
+from llmkit.models.gpt import GPT, conv1d_transposed
 from llmkit.models.zoo import CONFIG_FILE, WEIGHTS_FILE, load_model, read_model_config, save_model
 from llmkit.tokenizer import Tokenizer
 from llmkit.tokenizer import files as tok_files
@@ -304,9 +304,6 @@ def read_safetensors(d: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
 def load_gpt2_weights(model: GPT, sd: Mapping[str, torch.Tensor]) -> GPT:
     """Load a transformers GPT-2 state dict (``GPT2LMHeadModel`` or the bare ``GPT2Model``
     names of the original checkpoints) into ``model``: Conv1D weights transposed, the causal
@@ -317,7 +314,8 @@ def load_gpt2_weights(model: GPT, sd: Mapping[str, torch.Tensor]) -> GPT:
             continue  # old checkpoints saved the causal mask
         if not key.startswith(("transformer.", "lm_head.")):
             key = "transformer." + key
-        ours[key] = (value.t() if key.endswith(_CONV1D) else value).float().contiguous()
+        ours[key] = value.float()
+    ours = conv1d_transposed(ours)
     if model.config.tie_weights:
         ours.pop("lm_head.weight", None)
     missing, unexpected = model.load_state_dict(ours, strict=False)

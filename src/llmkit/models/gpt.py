@@ -139,6 +139,16 @@ class GPT(nn.Module):
         return self.last_attention
 
 
+# -- Hugging Face's GPT-2 file layout -------------------------------------------------------------
+HF_CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+"""The weights transformers' GPT-2 keeps in ``Conv1D`` (in, out) layout, transposed from ``nn.Linear``'s."""
+
+
+def conv1d_transposed(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A GPT state dict with the :data:`HF_CONV1D_WEIGHTS` transposed (either direction)."""
+    return {k: (v.t().contiguous() if k.endswith(HF_CONV1D_WEIGHTS) else v) for k, v in sd.items()}
+
+
 # -- the two q/k/v layouts ------------------------------------------------------------------------
 _QKV = ("q_proj", "k_proj", "v_proj")
 

@@ -33,12 +33,11 @@ from llmkit.models.config import (
     ngram_preset,
     nplm_preset,
 )
-from llmkit.models.gpt import GPT, fuse_qkv_state, split_qkv_state
+from llmkit.models.gpt import GPT, conv1d_transposed, fuse_qkv_state, split_qkv_state
 from llmkit.models.ngram import NGramLM
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, *, overwrit
         sd = fuse_qkv_state(sd)  # files always hold the fused (GPT-2) layout
     if kind == "gpt" and _gpt2_compatible(cfg):
         config = _hf_gpt2_config(cfg)
-        sd = {k: (v.t().contiguous() if k.endswith(_CONV1D) else v) for k, v in sd.items()}
+        sd = conv1d_transposed(sd)
     for k in _shared_names(model):
         sd.pop(k, None)  # a tied head is stored once, under the embedding's name
     config["llmkit"] = {"kind": kind, "config": asdict(cfg), **(extra or {})}
@@ -188,7 +187,7 @@ def load_model(directory: str | os.PathLike, map_location: str = "cpu") -> torch
     except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
         raise ValueError(f"{d / WEIGHTS_FILE} is corrupt or truncated ({str(e).splitlines()[0][:100]})") from None
     if meta["kind"] == "gpt" and _gpt2_compatible(model.config):
-        sd = {k2: (v.t().contiguous() if k2.endswith(_CONV1D) else v) for k2, v in sd.items()}
+        sd = conv1d_transposed(sd)
     if meta["kind"] == "gpt" and model.config.split_qkv:
         sd = split_qkv_state(sd)
     try:

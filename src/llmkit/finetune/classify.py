@@ -255,7 +255,7 @@ def finetune_classifier(
     (stratified, seeded), fine-tune a classifier on ``base`` with ``config.method``, report
     test accuracy / macro-F1 / confusion matrix, trainable parameters, wall time and peak
     memory, and (unless ``out_dir`` is None) write the run directory atomically."""
-    from llmkit.training.loop import pick_device
+    from llmkit.device import pick_device
     from llmkit.training.perf import PeakMemory
 
     cfg = config or ClassifyConfig()

@@ -82,7 +82,7 @@ class SFTConfig:
             raise ValueError("warmup, weight_decay and grad_clip must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        from llmkit.training.loop import pick_device
+        from llmkit.device import pick_device
 
         pick_device(self.device)  # raises for an unknown or unavailable device
 
@@ -244,7 +244,7 @@ def train_sft(
     ``overwrite``). Returns the summary also saved as ``sft.json``: example counts, the
     initial and final validation loss and the last training loss, per assistant token."""
     from llmkit.inference import load_pretrained
-    from llmkit.training.loop import pick_device
+    from llmkit.device import pick_device
 
     cfg = cfg or SFTConfig()
     out = Path(out_dir)

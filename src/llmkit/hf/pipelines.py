@@ -44,7 +44,6 @@ TASKS: dict[str, str] = {
     "translation": "text2text-generation",
     "text2text": "text2text-generation",
 }
-DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
@@ -57,19 +56,11 @@ def resolve_task(task: str) -> str:
 
 
 def pick_device(name: str = "auto") -> str:
-    """``auto``: cuda if present, then mps, then cpu; a named device must be available."""
-    import torch
+    """``auto``: cuda if present, then mps, then cpu; a named device must be available
+    (:func:`llmkit.device.pick_device`, as a string for ``transformers.pipeline``)."""
+    from llmkit.device import pick_device as torch_device
 
-    name = name.strip().lower()
-    base = name.split(":")[0]
-    if base not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda[:N] or mps")
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if base == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
-    if (base == "cuda" and not torch.cuda.is_available()) or (base == "mps" and not mps):
-        raise ValueError(f"device {name!r} is not available on this machine; use --device auto or cpu")
-    return name
+    return str(torch_device(name.strip().lower()))
 
 
 def resolve_dtype(name: str = "auto"):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from llmkit.data.tokens import WindowSampler
+from llmkit.device import pick_device
 from llmkit.training import checkpoint as ckpt
 from llmkit.training.distributed import DistInfo, all_reduce_mean, setup_distributed
 from llmkit.training.objectives import CAUSAL, Objective
@@ -90,27 +91,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; a named device must exist here."""
-    if name != "auto":
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("CUDA is not available in this torch build or on this machine; use --device cpu or auto")
-        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError("MPS is not available here; use --device cpu or auto")
-        if dev.type not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

@@ -25,23 +25,21 @@ def _one_method(method: str, s: dict, base: str, out: str) -> dict:
                          lora_rank=s["lora_rank"], lora_alpha=2.0 * s["lora_rank"], log_every=max(1, s["steps"] // 10), device="cpu")
     r = finetune_classifier(s["data"], out, base=base, config=cfg, limit_per_class=s["limit_per_class"], overwrite=True,
                             log=lambda line: print(f"  [{method}] {line}", flush=True))
-    return {"dir": out, "classes": r.spec.classes, **r.to_dict()}
+    return {"dir": out, "classes": r.spec.classes, "notes": r.notes, **r.to_dict()}
 
 
 def run_classify(ctx) -> dict:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from llmkit.finetune.data import load_labelled
-
     s = classify_settings(ctx.config)
-    notes = load_labelled(s["data"], limit_per_class=s["limit_per_class"], seed=0).notes
     rows = {}
     for method in METHODS:
         ctx.log(f"sentiment classifier, {method} fine-tuning: {s['steps']} steps of {s['batch_size']} texts")
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             rows[method] = pool.submit(_one_method, method, s, str(ctx.out / "pretrain"), str(ctx.out / "classify" / method)).result()
-    return {"settings": s, "classes": rows["full"].pop("classes"), "notes": notes, "rows": {m: {k: v for k, v in r.items() if k != "classes"} for m, r in rows.items()}}
+    shared = ("classes", "notes")  # the same for both methods: the same data
+    return {"settings": s, **{k: rows["full"][k] for k in shared}, "rows": {m: {k: v for k, v in r.items() if k not in shared} for m, r in rows.items()}}
 
 
 def report_classify(r: dict) -> str:

@@ -121,6 +121,8 @@ class ClassifyResult:
     """The trained classifier (in eval mode, on the CPU), with its tokenizer and spec."""
     tokenizer: Tokenizer | None = None
     spec: ClassifierSpec | None = None
+    notes: list[str] = field(default_factory=list)
+    """What loading the data noticed (replaced bytes, duplicates), as logged."""
 
     def to_dict(self) -> dict:
         return {
@@ -287,7 +289,7 @@ def finetune_classifier(
     val_acc = evaluate(clf, tok, val, spec.max_length).accuracy
     report = evaluate(clf, tok, test, spec.max_length)
     result = ClassifyResult(report, trainable, total, steps, seconds, mem.peak_bytes, {"train": len(train), "val": len(val), "test": len(test)},
-                            val_acc, history, 4 * (total + 3 * trainable), clf.cpu().eval(), tok, spec)
+                            val_acc, history, 4 * (total + 3 * trainable), clf.cpu().eval(), tok, spec, list(labelled.notes))
     spec.metrics = result.to_dict()
     if out_dir is not None:
         save_classifier(clf, tok, spec, out_dir, history=history, overwrite=overwrite, protect=protect)

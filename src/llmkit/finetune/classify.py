@@ -276,7 +276,7 @@ def finetune_classifier(
     for note in labelled.notes:
         log(f"note: {note}")
     train, val, test = stratified_split(labelled, cfg.split, seed=cfg.seed)
-    _check_split(train, val, test)
+    check_split(train, val, test)
     clf, tok, spec = classifier_from(base, labelled.classes, cfg, preset=preset, kind=kind, tokenizer=tokenizer)
     device = pick_device(cfg.device)
     clf.to(device)
@@ -296,7 +296,7 @@ def finetune_classifier(
     return result
 
 
-def _check_split(train: LabelledTexts, val: LabelledTexts, test: LabelledTexts) -> None:
+def check_split(train: LabelledTexts, val: LabelledTexts, test: LabelledTexts) -> None:
     """Refuse, before any training, a split too small to train on and score."""
     if not len(val) or not len(test):
         raise ValueError(f"too few texts to split: {len(train)} train / {len(val)} val / {len(test)} test; give more data (or a larger --limit-per-class)")
@@ -325,6 +325,6 @@ def parameter_counts(
 
 
 __all__ = [
-    "SPEC_FILE", "WEIGHTS_FILE", "ClassifyConfig", "ClassifyResult", "classifier_from", "classify_texts", "evaluate", "finetune_classifier",
+    "SPEC_FILE", "WEIGHTS_FILE", "ClassifyConfig", "ClassifyResult", "check_split", "classifier_from", "classify_texts", "evaluate", "finetune_classifier",
     "load_classifier", "make_spec", "parameter_counts", "read_spec", "save_classifier", "train_classifier", "weights_sha256",
 ]

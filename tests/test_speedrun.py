@@ -21,7 +21,7 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
         assert f"## {stage.title}" in report
         assert (out / "stages" / f"{stage.name}.json").is_file()
     for fig in ("bytes_per_token.png", "token_length_by_rank.png", "pretrain/loss.png", "attention.png", "compare/compare.png",
-                "classify/full/confusion.png", "classify/lora/confusion.png"):
+                "classify/full/confusion.png", "classify/lora/confusion.png", "classify/minilm-lora/confusion.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pre = json.loads((out / "stages" / "pretrain.json").read_text())["results"]
     assert pre["final"]["loss"] < pre["first_loss"]  # it learned something
@@ -35,6 +35,10 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
     assert cls["classes"] == ["negative", "neutral", "positive"]
     assert lora["trainable_parameters"] < full["trainable_parameters"] / 10
     assert (out / "classify" / "lora" / "adapter_model.safetensors").is_file() and (out / "classify" / "full" / "model.safetensors").is_file()
+    minilm = cls["rows"]["minilm-lora"]  # all-MiniLM-L6-v2 + PEFT LoRA through the Trainer, on the same split
+    assert minilm["trainable_line"] == "trainable params: 339,075 || all params: 23,053,446 || trainable%: 1.4708"
+    assert minilm["examples"] == full["examples"] and minilm["merge_max_abs_diff"] < 1e-5
+    assert (out / "classify" / "minilm-lora" / "adapter" / "adapter_model.safetensors").is_file()
     hf = json.loads((out / "stages" / "hf.json").read_text())["results"]
     assert all(s["same"] for s in hf["samples"])  # transformers' pipeline writes what llmkit writes
     assert [m["model"] for m in hf["memory"]][1] == "gpt2-124m" and hf["memory"][1]["params"] == 124_439_808

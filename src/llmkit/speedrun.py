@@ -36,6 +36,7 @@ class SpeedrunConfig:
     classify_per_class: int = 2000
     quick_classify_per_class: int = 150
     classify_steps: int = 300
+    classify_hf_steps: int = 150
     quick_classify_steps: int = 40
 
     @property
@@ -194,8 +195,8 @@ def _lm_stages() -> list[Stage]:
         Stage("samples", "5. Samples from the pre-trained GPT", lm.run_samples, lm.report_samples, pre),
         Stage("attention", "6. Attention inside the GPT", lm.run_attention, lm.report_attention, pre, ("attention.png",)),
         Stage("compare", "7. n-gram vs NPLM vs LSTM vs GPT on the same tokens", lm.run_compare, lm.report_compare, cmp, ("compare/compare.png",)),
-        Stage("classify", "8. Sentiment classification: full fine-tuning vs LoRA", ft.run_classify, ft.report_classify, cls,
-              ("classify/full/confusion.png", "classify/lora/confusion.png")),
+        Stage("classify", "8. Sentiment classification: full fine-tuning vs LoRA, and MiniLM + PEFT LoRA", ft.run_classify, ft.report_classify, cls,
+              ("classify/full/confusion.png", "classify/lora/confusion.png", "classify/minilm-lora/confusion.png")),
         Stage("hf", "9. Hugging Face: export, pipeline, memory", hf.run_hf, hf.report_hf, pre, ("hf/gpt/model.safetensors",)),
     ]
 

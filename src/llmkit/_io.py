@@ -117,6 +117,10 @@ def staged_dir(out: str | os.PathLike, *, overwrite: bool = False, protect: Sequ
         os.umask(mask)
         tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0700
         yield tmp
+        plain = 0o666 & ~mask
+        for f in tmp.rglob("*"):  # some writers (transformers' save_pretrained) leave mkstemp's 0600
+            if f.is_file() and not f.is_symlink() and f.stat().st_mode & 0o777 == 0o600 != plain:
+                f.chmod(plain)
         refuse_nonempty_dir(out, overwrite, protect)
         if out.is_dir():
             shutil.rmtree(out)

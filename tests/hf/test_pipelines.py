@@ -259,3 +259,20 @@ def test_a_model_that_cannot_serve_the_task_is_a_one_line_error(gpt):
     result = _cli("fill-mask", "x", "--model", str(gpt[0]))  # a GPT's tokenizer has no mask token
     assert result.exit_code == 1 and "cannot use" in result.stderr and "mask_token" in result.stderr, result.output
     assert "Traceback" not in result.output
+
+
+def test_feature_extraction_of_minilm_is_sentence_transformers_embedding():
+    """all-MiniLM-L6-v2 (pip-shipped) by name: our mean-pooled vector, normalised, is what
+    sentence-transformers (mean pooling, then its Normalize module) computes."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from llmkit.hf.pipelines import resolve_model
+
+    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply on Monday."]
+    ours = np.array([row["embedding"] for row in run_pipeline("feature-extraction", "minilm", texts, device="cpu")])
+    ours /= np.linalg.norm(ours, axis=1, keepdims=True)
+    theirs = SentenceTransformer(resolve_model("minilm"), device="cpu").encode(texts)
+    assert np.allclose(ours, theirs, atol=1e-5)
+    sims = ours @ ours.T
+    assert sims[0, 1] > sims[0, 2] + 0.3  # food is nearer to bread than to stocks

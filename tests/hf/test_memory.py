@@ -234,3 +234,47 @@ def test_cli_errors_are_one_line(cli, args, message):
     assert r.exit_code == 1
     assert message in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def _measured_kv_bytes(model, batch: int, seq: int) -> int:
+    import torch
+
+    with torch.no_grad():
+        cache = model(torch.randint(0, 100, (batch, seq)), use_cache=True).past_key_values
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa", "gemma3-sliding"])
+def test_kv_cache_estimate_is_what_transformers_caches(name):
+    """Outside truth: the key and value tensors transformers' DynamicCache holds after a
+    forward pass (multi-head, grouped-query with 2 of 8 heads, and Gemma 3's sliding-window
+    layers, whose cache is capped)."""
+    import transformers as t
+
+    from llmkit.hf.memory import model_shape
+
+    cfg = {
+        "gpt2": lambda: t.GPT2Config(vocab_size=100, n_positions=64, n_embd=64, n_layer=3, n_head=4),
+        "llama-gqa": lambda: t.LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=8,
+                                           num_key_value_heads=2, max_position_embeddings=64),
+        "gemma3-sliding": lambda: t.Gemma3TextConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+                                                     num_key_value_heads=1, head_dim=32, sliding_window=8, max_position_embeddings=64),
+    }[name]()
+    model = t.AutoModelForCausalLM.from_config(cfg).eval()
+    shape = model_shape(cfg)
+    for batch, seq in ((1, 5), (2, 20)):
+        assert shape.kv_cache(batch=batch, seq=seq, dtype="fp32") == _measured_kv_bytes(model, batch, seq)
+    assert shape.kv_cache(batch=2, seq=20, dtype="bf16") == shape.kv_cache(batch=2, seq=20, dtype="fp32") / 2
+
+
+def test_memory_cli_kv_cache_table(cli, tmp_path):
+    import transformers as t
+
+    cfg = t.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2)
+    cfg.save_pretrained(tmp_path)
+    r = cli("--config", str(tmp_path), "--context", "4096", "--batch", "2", "--dtype", "fp16")
+    assert r.exit_code == 0, r.output
+    kv = 2 * 4 * 2 * 4096 * 2 * 32 * 2  # key+value x layers x batch x tokens x KV heads x head width x bytes
+    assert f"{kv / 1e9:,.3f}" in r.output and "4 layers x 2 KV heads x 32 per head" in r.output
+    bad = cli("8B", "--context", "4096")
+    assert bad.exit_code != 0 and "--context needs --config" in bad.output

@@ -55,6 +55,24 @@ def _print_training(n: int, shape, dtypes: list[str], lora_rank: int | None, tar
         console.print("activations need the architecture: give --config (LoRA too)")
 
 
+def _print_kv_cache(n: int, shape, dtypes: list[str], batch: int, context: int) -> None:
+    from rich.table import Table
+
+    from llmkit.hf.memory import inference_memory
+
+    kv_heads, head_dim = shape.n_kv_head or shape.n_head, shape.head_dim or shape.d_model // max(1, shape.n_head)
+    table = Table(title=f"generating: weights + KV cache for {batch} x {context} tokens, in GB (10^9 bytes)")
+    for col in ("dtype", "weights", "KV cache", "total GB", "total GiB"):
+        table.add_column(col, justify="right" if col != "dtype" else "left")
+    for d in dtypes:
+        w, kv = inference_memory(n, d), shape.kv_cache(batch=batch, seq=context, dtype=d)
+        table.add_row(d, f"{w / 1e9:,.3f}", f"{kv / 1e9:,.3f}", f"{(w + kv) / 1e9:,.3f}", f"{(w + kv) / 2**30:,.3f}")
+    console.print(table)
+    sliding = f"; {shape.sliding_layers} sliding-window layers keep at most {shape.sliding_window - 1} tokens" if shape.sliding_layers and shape.sliding_window else ""
+    console.print(f"KV cache = 2 (key, value) x {shape.n_layer} layers x {kv_heads} KV heads x {head_dim} per head x tokens, "
+                  f"in the compute dtype (fp32 4 bytes, else 2){sliding}")
+
+
 @cli_errors
 def memory(
     size: Annotated[Optional[str], typer.Argument(help="parameter count: 3B, 124M, 1.5b, 7e9")] = None,
@@ -65,6 +83,7 @@ def memory(
     lora_target: Annotated[Optional[list[str]], typer.Option("--lora-target", help="adapt only layers whose names end in this (repeatable)")] = None,
     batch: Annotated[int, typer.Option("--batch", help="sequences per step (training)")] = 8,
     seq: Annotated[int, typer.Option("--seq", help="tokens per sequence (training)")] = 1024,
+    context: Annotated[Optional[int], typer.Option("--context", help="also count generation's KV cache for --batch sequences of N tokens (needs --config)")] = None,
 ) -> None:
     """Memory of a model: its weights per dtype and, with --train, full fine-tuning vs LoRA.
 
@@ -77,11 +96,15 @@ def memory(
         fail("--lora-rank must be >= 1")
     if batch < 1 or seq < 1:
         fail("--batch and --seq must be >= 1")
+    if context is not None and (context < 1 or config is None):
+        fail("--context needs --config (the KV cache depends on layers, heads and head width) and must be >= 1")
     dtypes = _dtypes(dtype)
     shape = model_shape(config) if config is not None else None
     n = shape.n_params if shape is not None else parse_size(size)
     if shape is not None:
         console.print(f"{config}: {shape.source}, {n:,} parameters, {shape.n_layer} layers, width {shape.d_model}, vocabulary {shape.vocab:,}")
     _print_inference(n, dtypes)
+    if context is not None:
+        _print_kv_cache(n, shape, dtypes, batch, context)
     if train:
         _print_training(n, shape, dtypes, lora_rank, lora_target, batch, seq)

@@ -2,8 +2,9 @@
 
 Inference is parameters x bytes per parameter. The course's numbers use decimal gigabytes
 (1 GB = 1e9 bytes): a 3B model is 12 GB in fp32, 6 GB in fp16/bf16, 3 GB in int8, 1.5 GB in
-int4 (GiB = 2**30 bytes are shown beside them; quantization scales and the KV cache are not
-counted).
+int4 (GiB = 2**30 bytes are shown beside them; quantization scales are not counted).
+Generating also keeps a KV cache (:func:`kv_cache_memory`): a key and a value per layer, KV
+head and token, which grows with batch x context and for long contexts outweighs the weights.
 
 Training adds, per *trainable* parameter: a gradient (in the weights' dtype), AdamW's two
 moments in fp32 (8 bytes) and, when the weights are 16-bit, an fp32 master copy (4 bytes;
@@ -90,6 +91,19 @@ class ModelShape:
     vocab: int
     source: str
     linears: tuple[tuple[str, int, int], ...] = ()
+    n_kv_head: int = 0
+    """Key/value heads (fewer than ``n_head`` with grouped-query attention); 0: ``n_head``."""
+    head_dim: int = 0
+    """Width of one head; 0: ``d_model // n_head``."""
+    sliding_layers: int = 0
+    """Layers with sliding-window attention: their KV cache holds at most ``sliding_window`` tokens."""
+    sliding_window: int = 0
+
+    def kv_cache(self, *, batch: int, seq: int, dtype: str = "fp16") -> float:
+        """Bytes of the KV cache for ``batch`` sequences of ``seq`` tokens (see :func:`kv_cache_memory`)."""
+        return kv_cache_memory(batch=batch, seq=seq, n_layer=self.n_layer, n_kv_head=self.n_kv_head or self.n_head,
+                               head_dim=self.head_dim or self.d_model // max(1, self.n_head), dtype=dtype,
+                               sliding_layers=self.sliding_layers, sliding_window=self.sliding_window)
 
     def lora_parameters(self, rank: int, targets: Sequence[str] | None = None) -> int:
         """``rank * (in + out)`` summed over the adapted layers (all, or those whose names end
@@ -102,6 +116,22 @@ class ModelShape:
         if not chosen:
             raise ValueError(f"no linear layer matches the LoRA targets {list(targets or [])}")
         return lora_parameters(chosen, rank)
+
+
+def kv_cache_memory(*, batch: int, seq: int, n_layer: int, n_kv_head: int, head_dim: int, dtype: str = "fp16",
+                    sliding_layers: int = 0, sliding_window: int = 0) -> float:
+    """Bytes generation keeps for attention: a key and a value vector per layer, KV head and
+    token, ``2 * n_layer * batch * seq * n_kv_head * head_dim`` values. Values are in the
+    compute dtype: fp32 4 bytes, otherwise 2 (int8/int4 weights still compute in 16-bit).
+    ``sliding_layers`` of the layers keep at most ``sliding_window - 1`` tokens (a new token
+    sees itself and the window's other tokens; transformers' cache keeps just those)."""
+    for name, v in (("batch", batch), ("seq", seq), ("n_layer", n_layer), ("n_kv_head", n_kv_head), ("head_dim", head_dim)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    value_bytes = 4.0 if normalize_dtype(dtype) == "fp32" else 2.0
+    sliding = min(max(sliding_layers, 0), n_layer) if sliding_window > 0 else 0
+    tokens = (n_layer - sliding) * seq + sliding * min(seq, max(1, sliding_window - 1))
+    return 2.0 * batch * tokens * n_kv_head * head_dim * value_bytes
 
 
 def lora_parameters(shapes: Iterable[tuple[int, int]], rank: int) -> int:
@@ -141,7 +171,12 @@ def _linears(model, skip) -> tuple[tuple[str, int, int], ...]:
 
 def _shape_of(model, cfg, source: str, head) -> ModelShape:
     g = (lambda *names: next((int(getattr(cfg, n)) for n in names if getattr(cfg, n, None) is not None), 0))
+    layer_types = list(getattr(cfg, "layer_types", None) or [])
     return ModelShape(
+        n_kv_head=g("num_key_value_heads"),
+        head_dim=g("head_dim"),
+        sliding_layers=sum(t == "sliding_attention" for t in layer_types),
+        sliding_window=g("sliding_window") if layer_types else 0,
         n_params=sum(p.numel() for p in model.parameters()),  # parameters() yields a tied one once
         n_layer=g("num_hidden_layers", "n_layer"),
         d_model=g("hidden_size", "n_embd", "d_model"),

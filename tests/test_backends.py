@@ -214,3 +214,18 @@ def test_hf_inference_takes_the_token_from_hf_token_and_talks_to_a_local_endpoin
     assert body["messages"] == [{"role": "user", "content": "hi"}] and body["max_tokens"] == 4
     with pytest.raises(ValueError, match="model id or a base_url"):
         HFInferenceBackend(None)
+
+
+def test_an_encoder_embeds_like_sentence_transformers_and_refuses_to_generate():
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from llmkit.hf.pipelines import resolve_model
+
+    texts = ["A man is eating food.", "The stock market fell on Monday."]
+    llm = open_backend("hf:minilm")
+    ours = np.array(llm.embed(texts))
+    ours /= np.linalg.norm(ours, axis=1, keepdims=True)
+    assert np.allclose(ours, SentenceTransformer(resolve_model("minilm"), device="cpu").encode(texts), atol=1e-5)
+    with pytest.raises(ValueError, match="is an encoder .* cannot generate"):
+        llm.generate("Hello")

@@ -163,18 +163,35 @@ class LlmkitBackend(Backend):
 
 
 class TransformersBackend(Backend):
-    """A transformers causal LM. ``device="auto"``: CUDA when available, else CPU.
-    Chat uses the tokenizer's chat template when it has one, else :func:`plain_chat_prompt`."""
+    """A transformers model: a causal LM (generate, chat, embed) or an encoder such as
+    all-MiniLM-L6-v2 (``hf:minilm``; embed only). ``device="auto"`` picks CUDA, then MPS, then
+    the CPU. Chat uses the tokenizer's chat template when it has one, else
+    :func:`plain_chat_prompt`."""
 
     def __init__(self, path_or_id: str | os.PathLike, device: str = "auto"):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        from llmkit.device import pick_device
+        from llmkit.hf.pipelines import resolve_model
+
+        self.device = str(pick_device(device))
+        name = resolve_model(path_or_id)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
-            self.model = AutoModelForCausalLM.from_pretrained(str(path_or_id)).to(self.device).eval()
+            config = AutoConfig.from_pretrained(name)
+            archs = getattr(config, "architectures", None) or []
+            # An encoder checkpoint (BertModel, BertForMaskedLM...) has no causal head: loading
+            # one as a causal LM would add a random head, so it is loaded bare, for embeddings.
+            self.can_generate = not archs or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+            self.tokenizer = AutoTokenizer.from_pretrained(name)
+            auto = AutoModelForCausalLM if self.can_generate else AutoModel
+            self.model = auto.from_pretrained(name).to(self.device).eval()
         except (OSError, ValueError) as e:
             raise OSError(f"cannot load the transformers model {str(path_or_id)!r}: {_one_line(e)}") from None
+        self.name = str(path_or_id)
+
+    def _need_generation(self) -> None:
+        if not self.can_generate:
+            raise ValueError(f"{self.name} is an encoder ({type(self.model).__name__}): it embeds texts but cannot generate; use embed()")
 
     @torch.no_grad()
     def _continue(self, ids: list[int], max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
@@ -194,12 +211,14 @@ class TransformersBackend(Backend):
         return cut_at_stop(self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True), stop)
 
     def generate(self, prompt: str, **sampling) -> str:
+        self._need_generation()
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ValueError("empty prompt")
         return self._continue(ids, **sampling)
 
     def chat(self, messages: Messages, **sampling) -> str:
+        self._need_generation()
         if not getattr(self.tokenizer, "chat_template", None):
             return self.generate(plain_chat_prompt(messages), **sampling)
         text = self.tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
@@ -207,12 +226,14 @@ class TransformersBackend(Backend):
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Mean over real tokens of ``hidden_states[-1]`` (one text at a time: no padding
-        to get wrong for models with absolute positions)."""
+        """Mean over the tokens of ``hidden_states[-1]``, one text at a time (no padding to get
+        wrong for models with absolute positions). An encoder's text keeps its [CLS] and [SEP]
+        (the mean sentence-transformers takes: for all-MiniLM-L6-v2 its embedding before
+        normalisation); a causal LM's text is its own tokens."""
         out = []
         for text in _check_texts(texts):
-            ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.device)
-            h = self.model(ids, output_hidden_states=True).hidden_states[-1]
+            enc = self.tokenizer(text, add_special_tokens=not self.can_generate, truncation=True, return_tensors="pt").to(self.device)
+            h = self.model(**enc, output_hidden_states=True).hidden_states[-1]
             out.append(h[0].float().mean(0).tolist())
         return out
 

@@ -13,6 +13,7 @@ from llmkit.cli import generate as generate_cli
 from llmkit.cli import hf as hf_cli
 from llmkit.cli import memory as memory_cli
 from llmkit.cli import pipeline as pipeline_cli
+from llmkit.cli import serve as serve_cli
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
 from llmkit.cli import train as train_cli
@@ -37,6 +38,7 @@ app.command("classify")(finetune_cli.classify_cli.classify)
 app.command("memory")(memory_cli.memory)
 app.command("pipeline")(pipeline_cli.pipeline)
 app.command("quantize")(edge_cli.quantize)
+app.command("serve")(serve_cli.serve)
 hf_cli.app.command("gguf")(edge_cli.gguf)
 
 

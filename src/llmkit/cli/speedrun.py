@@ -25,3 +25,9 @@ def speedrun(
     cfg = SpeedrunConfig(out_dir=out, quick=quick, corpus=corpus, vocab_size=vocab_size)
     report = run_speedrun(cfg, log=lambda m: console.print(m, highlight=False, markup=False), progress=progress_bar, restart=restart, only=stage)
     console.print(f"report: {report}")
+    model = out / "pretrain"
+    if (model / "model" / "config.json").is_file():  # the model it trained, served over the OpenAI API
+        console.print(f"serve the model it trained: llmkit serve {model}", highlight=False, soft_wrap=True)
+        console.print("then, in another shell: curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' "
+                      "-d '{\"model\": \"pretrain\", \"prompt\": \"The json module\", \"max_tokens\": 30}'",
+                      highlight=False, soft_wrap=True, markup=False)

@@ -226,6 +226,13 @@ def squad_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]
     return {"exact_match": sum(em) / n, "f1": sum(f) / n}
 
 
+def _fast_tokenizer(model_path: str, cfg: HFFinetuneConfig, why: str):
+    tok = _tokenizer(model_path)
+    if not tok.is_fast:
+        raise ValueError(f"{cfg.model} has no fast (Rust) tokenizer; {why}")
+    return tok
+
+
 # -- NER ---------------------------------------------------------------------------------------------
 def _tag_set(rows: Sequence[dict]) -> list[str]:
     kinds = sorted({t[2:] for r in rows for t in r["ner_tags"] if t != "O"})
@@ -275,9 +282,7 @@ def finetune_ner(data: str | os.PathLike, out_dir: str | os.PathLike | None, con
     tag_id = {t: i for i, t in enumerate(tags)}
     history: list[dict] = []
     with _quiet_hf():
-        tok = _tokenizer(model_path)
-        if not tok.is_fast:
-            raise ValueError(f"{cfg.model}: NER needs a fast (Rust) tokenizer to map tokens to words")
+        tok = _fast_tokenizer(model_path, cfg, "NER needs one to map tokens to words")
         torch.manual_seed(cfg.seed)
         model = _with_labels(model_path, tags, tok, "ner")
         log(f"{cfg.model} ({type(model).__name__}) with a fresh {len(tags)}-tag head ({', '.join(tags)}); "
@@ -363,9 +368,7 @@ def finetune_qa(data: str | os.PathLike, out_dir: str | os.PathLike | None, conf
     train, val, test = _split(rows, cfg.split, cfg.seed)
     history: list[dict] = []
     with _quiet_hf():
-        tok = _tokenizer(model_path)
-        if not tok.is_fast:
-            raise ValueError(f"{cfg.model}: QA needs a fast (Rust) tokenizer for character offsets")
+        tok = _fast_tokenizer(model_path, cfg, "QA needs one for character offsets")
         torch.manual_seed(cfg.seed)
         model = _with_labels(model_path, [], tok, "qa")
         features = _qa_windows(tok, train, cfg, train=True)

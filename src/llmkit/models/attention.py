@@ -79,6 +79,77 @@ class KVCache:
     def reset(self) -> None:
         self.pos = 0
 
+    def positions(self, T: int, device=None) -> torch.Tensor:
+        """Absolute positions (T,) of the T new tokens: the same for every row."""
+        return torch.arange(self.pos, self.pos + T, device=device)
+
+    def attn_mask(self, T: int, Tk: int) -> torch.Tensor | None:
+        """None: every row has the same past, the causal rule is enough."""
+        return None
+
+
+class SlotKVCache:
+    """A KV cache of ``slots`` independent sequences of different lengths, for serving many
+    requests at once (continuous batching): a request holds a slot from its prefill to its
+    last token, and each decoding step feeds one new token for each of the slots chosen with
+    :meth:`select` (in that order). Keys and values are (n_layer, slots, H, max_len, D); row
+    ``s`` holds ``lengths[s]`` positions, and a row's query sees only its own, through a mask.
+    """
+
+    def __init__(self, n_layer: int, slots: int, n_head: int, head_dim: int, max_len: int, *, device=None, dtype=None):
+        shape = (n_layer, slots, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
+        self.rows = torch.arange(0, dtype=torch.long, device=device)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def fill(self, slot: int, cache: KVCache) -> None:
+        """Copy a one-row cache's ``cache.pos`` positions (a prefilled prompt) into ``slot``."""
+        n = cache.pos
+        if n > self.max_len:
+            raise ValueError(f"{n} positions do not fit a slot of {self.max_len}")
+        self.k[:, slot, :, :n] = cache.k[:, 0, :, :n]
+        self.v[:, slot, :, :n] = cache.v[:, 0, :, :n]
+        self.lengths[slot] = n
+
+    def select(self, slots) -> None:
+        """The slots the next forward pass decodes, one row of its batch each."""
+        self.rows = torch.as_tensor(list(slots), dtype=torch.long, device=self.k.device)
+        if len(self.rows) and int(self.lengths[self.rows].max()) >= self.max_len:
+            raise ValueError(f"a slot is full ({self.max_len} positions)")
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.rows)
+
+    def positions(self, T: int, device=None) -> torch.Tensor:
+        if T != 1:
+            raise ValueError("a slot cache decodes one token per row at a time; prefill with a KVCache and fill()")
+        return self.lengths[self.rows][:, None]  # (B, 1): each row's next position
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store each row's new k, v (B, H, 1, D) at its own next position; return the chosen
+        rows' keys/values up to the longest of them (B, H, Tk, D)."""
+        pos = self.lengths[self.rows]
+        self.k[layer, self.rows, :, pos] = k[:, :, 0]
+        self.v[layer, self.rows, :, pos] = v[:, :, 0]
+        end = int(pos.max()) + 1
+        return self.k[layer, self.rows, :, :end], self.v[layer, self.rows, :, :end]
+
+    def attn_mask(self, T: int, Tk: int) -> torch.Tensor:
+        """(B, 1, 1, Tk): row b sees its own lengths[b] + 1 positions, not the other rows' longer pasts."""
+        return (torch.arange(Tk, device=self.k.device)[None, :] <= self.lengths[self.rows][:, None])[:, None, None, :]
+
+    def advance(self, n: int) -> None:
+        self.lengths[self.rows] += n
+
+    def free(self, slot: int) -> None:
+        self.lengths[slot] = 0
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention with a fused q/k/v projection (GPT-2's layout), or three
@@ -109,11 +180,17 @@ class CausalSelfAttention(nn.Module):
         else:
             q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        mask = None
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, H, Tk, D), Tk = past + T
+            mask = kv_cache.attn_mask(T, k.shape[2])  # rows with pasts of different lengths (serving)
         weights = None
         if return_weights:
+            if mask is not None:
+                raise ValueError("attention weights are not drawn for a batch of different-length sequences")
             y, weights = explicit_attention(q, k, v)
+        elif mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
         else:
             p = self.dropout if self.training else 0.0
             y = _sdpa_causal(q, k, v, p)  # (B, H, T, D)

@@ -116,14 +116,14 @@ class GPT(nn.Module):
     def forward_cached(
         self, idx: torch.Tensor, cache: KVCache, *, last_only: bool = False, return_weights: bool = False
     ) -> torch.Tensor:
-        """Logits (B, T, V) for the T new tokens ``idx`` that follow the ``cache.pos``
-        positions already in ``cache``; their keys/values are appended to it. ``last_only``
+        """Logits (B, T, V) for the T new tokens ``idx`` that follow the positions already in
+        ``cache`` (a :class:`KVCache`, or a :class:`SlotKVCache` whose rows have pasts of
+        different lengths); their keys/values are appended to it. ``last_only``
         keeps only the last position's logits (B, 1, V), which is all decoding needs."""
         B, T = idx.shape
-        start = cache.pos
-        if start + T > self.config.context_length:
-            raise ValueError(f"positions {start}..{start + T - 1} exceed the context length {self.config.context_length}")
-        pos = torch.arange(start, start + T, device=idx.device)  # absolute positions of the new tokens
+        if isinstance(cache, KVCache) and cache.pos + T > self.config.context_length:  # (a SlotKVCache checks in select())
+            raise ValueError(f"positions {cache.pos}..{cache.pos + T - 1} exceed the context length {self.config.context_length}")
+        pos = cache.positions(T, device=idx.device)  # absolute positions of the new tokens: (T,), or (B, T) per row
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x, _ = block(x, return_weights, kv_cache=cache, layer=i)

@@ -1,0 +1,2 @@
+"""Serving: an OpenAI-compatible HTTP server (:mod:`llmkit.serve.app`) over a batching engine
+(:mod:`llmkit.serve.engine`)."""

@@ -1,0 +1,349 @@
+"""The OpenAI-compatible HTTP server (FastAPI): ``create_app(models)``, run by ``llmkit serve``.
+
+Endpoints, in the shapes the OpenAI API (and its official clients) use:
+
+    GET  /health                  liveness and each engine's load
+    GET  /v1/models               the generating models and the embedding model
+    POST /v1/completions          prompt -> text (``stream``, ``stop``, ``max_tokens``, ``temperature``,
+                                  ``top_p``, ``seed``, ``n``); usage counts in every response
+    POST /v1/chat/completions     messages -> reply, the same options; ``stream: true`` sends
+                                  server-sent events (``data: {chunk}`` ... ``data: [DONE]``)
+    POST /v1/embeddings           all-MiniLM-L6-v2, or a served model's mean-pooled hidden states
+
+Bad input never gets a 500: malformed JSON or fields -> 400, a missing or wrong API key -> 401,
+an unknown model -> 404, a prompt that with ``max_tokens`` exceeds the context window -> 400
+naming the limit, a full queue -> 429 and a request that waited too long -> 503 (both with
+``Retry-After``); all in OpenAI's error shape ``{"error": {"message", "type", "param", "code"}}``.
+A client that disconnects has its generation cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+import struct
+import time
+import uuid
+from collections.abc import Sequence
+
+from fastapi import Request  # at module level: route signatures are resolved from this module's globals
+
+from llmkit.serve.engine import Event, QueueFull, SamplingParams
+from llmkit.serve.models import EmbeddingModel, ServedModel
+
+__all__ = ["APIError", "create_app"]
+
+MAX_N = 8
+MAX_STOPS = 4
+MAX_EMBED_INPUTS = 256
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape with ``status``."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code, self.retry_after = status, message, type, param, code, retry_after
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# -- request fields ----------------------------------------------------------------------------------
+def _number(body: dict, key: str, default, lo: float, hi: float, *, integer: bool = False):
+    v = body.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
+        raise APIError(400, f"'{key}' must be {'an integer' if integer else 'a number'}, got {json.dumps(v)[:40]}", param=key)
+    if not lo <= v <= hi:
+        raise APIError(400, f"'{key}' must be between {lo:g} and {hi:g}, got {v}", param=key)
+    return int(v) if integer else float(v)
+
+
+def _stops(body: dict) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOPS:
+        raise APIError(400, f"'stop' must be a non-empty string or a list of up to {MAX_STOPS} of them", param="stop")
+    return stops
+
+
+def _sampling(body: dict, model: ServedModel, prompt_len: int, stop_tokens: frozenset[int], default_max: int | None) -> tuple[SamplingParams, int]:
+    room = model.context_length - prompt_len
+    if room < 1:
+        raise APIError(400, f"the prompt has {prompt_len} tokens; the model's context window is {model.context_length} tokens", param="messages",
+                       code="context_length_exceeded")
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _number(body, key, default_max if default_max is not None else room, 1, 1e9, integer=True)
+    if prompt_len + max_tokens > model.context_length:
+        raise APIError(400, f"the prompt ({prompt_len} tokens) plus {key} ({max_tokens}) exceed the model's context window of "
+                       f"{model.context_length} tokens; ask for at most {room}", param=key, code="context_length_exceeded")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise APIError(400, "'seed' must be an integer", param="seed")
+    n = _number(body, "n", 1, 1, MAX_N, integer=True)
+    params = SamplingParams(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0, 2),
+                            top_p=_number(body, "top_p", 1.0, 0, 1), seed=seed, stop=_stops(body), stop_tokens=stop_tokens)
+    if params.top_p == 0:
+        raise APIError(400, "'top_p' must be above 0", param="top_p")
+    return params, n
+
+
+def _messages(body: dict) -> list[dict]:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise APIError(400, "'messages' must be a non-empty list of {role, content} objects", param="messages")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool", "developer"):
+            raise APIError(400, f"messages[{i}] needs a role: system, user, assistant or tool", param=f"messages[{i}].role")
+        content = m.get("content")
+        if isinstance(content, list):  # the content-parts form: keep the text parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if content is not None and not isinstance(content, str):
+            raise APIError(400, f"messages[{i}].content must be a string", param=f"messages[{i}].content")
+        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": content or ""})
+    return out
+
+
+# -- the app -----------------------------------------------------------------------------------------
+def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, embedding: EmbeddingModel | None = None):
+    """The FastAPI app serving ``models`` (and ``embedding``, default all-MiniLM-L6-v2). With
+    ``api_key`` every /v1 call needs ``Authorization: Bearer <api_key>``."""
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    by_name = {m.name: m for m in models}
+    if len(by_name) != len(models):
+        raise ValueError("two served models have the same name; name them with NAME=PATH")
+    embedding = embedding or EmbeddingModel()
+    created = int(time.time())
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        for m in by_name.values():  # server shutdown: end the engines' threads
+            m.engine.close()
+
+    app = FastAPI(title="llmkit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.models = by_name
+
+    def error_response(e: APIError) -> JSONResponse:
+        headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
+        return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError):
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, e: RequestValidationError):
+        return error_response(APIError(400, f"invalid request: {str(e).splitlines()[0][:200]}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException):
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return error_response(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", type=kind))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception):  # a bug, not bad input: still JSON, still one line
+        return error_response(APIError(500, f"internal error: {type(e).__name__}: {str(e)[:200]}", type="server_error"))
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if api_key is not None and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
+                why = "missing API key: send 'Authorization: Bearer <key>'" if not given else "incorrect API key"
+                return error_response(APIError(401, why, type="authentication_error", code="invalid_api_key"))
+        return await call_next(request)
+
+    async def json_body(request: Request) -> dict:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"the body is not valid JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "the body must be a JSON object")
+        return body
+
+    def pick_model(body: dict) -> ServedModel:
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise APIError(400, "'model' is required", param="model")
+        if name not in by_name:
+            raise APIError(404, f"the model '{name}' does not exist here; see GET /v1/models ({', '.join(by_name)})", param="model",
+                           code="model_not_found", type="not_found_error")
+        return by_name[name]
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": {n: m.engine.load() for n, m in by_name.items()}}
+
+    @app.get("/v1/models")
+    async def list_models():
+        data = [{"id": n, "object": "model", "created": created, "owned_by": f"llmkit ({m.kind})"} for n, m in by_name.items()]
+        data.append({"id": embedding.name, "object": "model", "created": created, "owned_by": "llmkit (embeddings)"})
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await json_body(request)
+        model = pick_model(body)
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            ids = list(prompt)
+        elif isinstance(prompt, str):
+            try:
+                ids = model.completion_ids(prompt)
+            except ValueError as e:
+                raise APIError(400, str(e), param="prompt") from None
+        else:
+            raise APIError(400, "'prompt' must be a string (or a list of token ids)", param="prompt")
+        params, n = _sampling(body, model, len(ids), model.stop_tokens, 16)
+        return await respond(request, model, ids, params, n, body, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await json_body(request)
+        model = pick_model(body)
+        ids = model.chat_ids(_messages(body))
+        params, n = _sampling(body, model, len(ids), model.chat_stop_tokens, None)
+        return await respond(request, model, ids, params, n, body, chat=True)
+
+    async def respond(request: Request, model: ServedModel, ids: list[int], params: SamplingParams, n: int, body: dict, *, chat: bool):
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise APIError(400, "'stream' must be true or false", param="stream")
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        handles = []
+        try:
+            for i in range(n):
+                p = params if params.seed is None or i == 0 else SamplingParams(**{**params.__dict__, "seed": params.seed + i})
+                handles.append(model.engine.submit(ids, p, sink=lambda ev, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, ev))))
+        except QueueFull as e:
+            for h in handles:
+                h.cancel()
+            raise APIError(429, str(e), type="rate_limit_error", code="queue_full", retry_after=1) from None
+        except ValueError as e:
+            raise APIError(400, str(e), param="max_tokens") from None
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        if stream:
+            return StreamingResponse(sse(rid, model, events, handles, n, chat, body), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await collect(request, rid, model, events, handles, n, chat)
+
+    async def collect(request: Request, rid: str, model: ServedModel, events: asyncio.Queue, handles, n: int, chat: bool):
+        texts, done = [[] for _ in range(n)], [None] * n
+        try:
+            while not all(done):
+                try:
+                    i, ev = await asyncio.wait_for(events.get(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return JSONResponse({}, status_code=499)
+                    continue
+                if ev.kind == "text":
+                    texts[i].append(ev.text)
+                else:
+                    done[i] = ev
+        finally:
+            for h in handles:
+                h.cancel()  # a no-op for finished requests; frees the slots of a vanished client's
+        failed = next((d for d in done if d.finish_reason == "error"), None)
+        if failed is not None:
+            raise APIError(503, f"generation failed: {failed.error}", type="server_error", code="engine_busy", retry_after=2)
+        choices = []
+        for i, d in enumerate(done):
+            text = "".join(texts[i])
+            if chat:
+                choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": d.finish_reason, "logprobs": None})
+            else:
+                choices.append({"index": i, "text": text, "finish_reason": d.finish_reason, "logprobs": None})
+        completion = sum(d.completion_tokens for d in done)
+        return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()), "model": model.name,
+                "choices": choices, "usage": _usage(done[0].prompt_tokens, completion)}
+
+    async def sse(rid: str, model: ServedModel, events: asyncio.Queue, handles, n: int, chat: bool, body: dict):
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        now = int(time.time())
+
+        def chunk(i: int, delta: str | None, finish: str | None, role: bool = False) -> str:
+            if chat:
+                d = {"role": "assistant", "content": ""} if role else ({"content": delta} if delta is not None else {})
+                choice = {"index": i, "delta": d, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": i, "text": delta or "", "finish_reason": finish, "logprobs": None}
+            return "data: " + json.dumps({"id": rid, "object": obj, "created": now, "model": model.name, "choices": [choice]}) + "\n\n"
+
+        done: list[Event | None] = [None] * n
+        try:
+            if chat:
+                for i in range(n):
+                    yield chunk(i, None, None, role=True)
+            while not all(done):
+                i, ev = await events.get()
+                if ev.kind == "text":
+                    yield chunk(i, ev.text, None)
+                    continue
+                done[i] = ev
+                if ev.finish_reason == "error":
+                    err = APIError(503, f"generation failed: {ev.error}", type="server_error", code="engine_busy")
+                    yield "data: " + json.dumps(err.body()) + "\n\n"
+                    return
+                yield chunk(i, None, ev.finish_reason)
+            usage = _usage(done[0].prompt_tokens, sum(d.completion_tokens for d in done))
+            yield "data: " + json.dumps({"id": rid, "object": obj, "created": now, "model": model.name, "choices": [], "usage": usage}) + "\n\n"
+            yield "data: [DONE]\n\n"
+        finally:  # the client went away (or the stream ended): stop the work
+            for h in handles:
+                h.cancel()
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        body = await json_body(request)
+        name = body.get("model") or embedding.name
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            raise APIError(400, "'input' must be a non-empty string or a list of non-empty strings", param="input")
+        if len(texts) > MAX_EMBED_INPUTS:
+            raise APIError(400, f"at most {MAX_EMBED_INPUTS} inputs per request", param="input")
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise APIError(400, "'encoding_format' must be float or base64", param="encoding_format")
+        if name in (embedding.name, "minilm"):
+            embed, count, name = embedding.embed, embedding.count_tokens, embedding.name
+        elif name in by_name:
+            embed, count = by_name[name].embed, by_name[name].count_tokens
+        else:
+            raise APIError(404, f"the model '{name}' does not exist here; see GET /v1/models", param="model", code="model_not_found", type="not_found_error")
+        vectors = await asyncio.to_thread(embed, texts)
+        tokens = sum(count(t) for t in texts)
+        data = [{"object": "embedding", "index": i, "embedding": _encode_vector(v, fmt)} for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    return app
+
+
+def _usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _encode_vector(v: list[float], fmt: str):
+    if fmt == "float":
+        return v
+    return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")  # little-endian float32, as OpenAI sends

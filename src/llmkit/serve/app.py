@@ -28,6 +28,7 @@ import struct
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastapi import Request  # at module level: route signatures are resolved from this module's globals
 
@@ -36,6 +37,7 @@ from llmkit.serve.models import EmbeddingModel, ServedModel
 
 __all__ = ["APIError", "create_app"]
 
+PAGE = Path(__file__).parent / "static" / "index.html"
 MAX_N = 8
 MAX_STOPS = 4
 MAX_EMBED_INPUTS = 256
@@ -159,7 +161,7 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
-        if api_key is not None and request.url.path.startswith("/v1"):
+        if api_key is not None and request.url.path.startswith(("/v1", "/api")):
             given = request.headers.get("authorization", "")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
@@ -311,6 +313,37 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
         finally:  # the client went away (or the stream ended): stop the work
             for h in handles:
                 h.cancel()
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        from fastapi.responses import HTMLResponse
+
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    def page_text(body: dict) -> str:
+        text = body.get("text")
+        if not isinstance(text, str) or not text:
+            raise APIError(400, "'text' must be a non-empty string", param="text")
+        if len(text) > 20000:
+            raise APIError(400, "'text' is too long for this view (20,000 characters at most)", param="text")
+        return text
+
+    @app.post("/api/tokenize")
+    async def tokenize(request: Request):
+        body = await json_body(request)
+        model, text = pick_model(body), page_text(body)
+        return {"model": model.name, "tokens": [{"id": t, "text": piece} for t, piece in model.pieces(text)]}
+
+    @app.post("/api/attention")
+    async def attention(request: Request):
+        body = await json_body(request)
+        model, text = pick_model(body), page_text(body)
+        if model.attention is None:
+            raise APIError(400, f"the attention view needs an llmkit model; '{model.name}' is a {model.kind} model", param="model")
+        try:
+            return {"model": model.name, **await asyncio.to_thread(model.attention, text)}
+        except ValueError as e:
+            raise APIError(400, str(e), param="text") from None
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):

@@ -16,6 +16,7 @@ from llmkit.serve.engine import ByteDetokenizer, Engine, GPTStepper, TextDetoken
 __all__ = ["EMBEDDING_MODEL", "EmbeddingModel", "ServedModel", "load_served_model", "model_name"]
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+MAX_ATTENTION_TOKENS = 64
 
 
 @dataclass
@@ -32,6 +33,10 @@ class ServedModel:
     count_tokens: Callable[[str], int]
     kind: str
     """llmkit or transformers."""
+    pieces: Callable[[str], list[tuple[int, str]]] = None
+    """A text's tokens as (id, the text of that token alone) pairs, for the web page's token view."""
+    attention: Callable[[str], dict] | None = None
+    """The last layer's attention weights (heads averaged) over a short text, for the heatmap."""
     path: str = ""
     tokenizer: object = None
     model: object = None
@@ -109,8 +114,28 @@ def _llmkit_model(backend, name: str, path: str, device: str, opts: dict) -> Ser
     else:
         chat_ids, chat_stops = (lambda messages: encode_prompt(tok, plain_chat_prompt(messages))), stops
     engine = Engine(GPTStepper(model, opts["max_batch"]), lambda: ByteDetokenizer(tok.decode_bytes), **opts)
+    lock = threading.Lock()
+
+    def pieces(text: str) -> list[tuple[int, str]]:
+        return [(t, tok.decode_bytes([t]).decode("utf-8", errors="replace")) for t in tok.encode(text)]
+
+    def attention(text: str) -> dict:
+        import torch
+
+        ids = tok.encode(text)[:MAX_ATTENTION_TOKENS]
+        if not ids:
+            raise ValueError("empty text")
+        with lock, torch.no_grad():  # the explicit attention path keeps its weights on the model: one at a time
+            weights = model.attention_weights(torch.tensor([ids], device=next(model.parameters()).device))
+        last = weights[-1][0].float().mean(0)  # (T, T): the last layer, heads averaged
+        return {"tokens": [p for _, p in pieces_of(ids)], "weights": last.tolist(), "layer": len(weights) - 1, "layers": len(weights),
+                "heads": int(weights[-1].shape[1])}
+
+    def pieces_of(ids):
+        return [(t, tok.decode_bytes([t]).decode("utf-8", errors="replace")) for t in ids]
+
     return ServedModel(name, engine, lambda text: encode_prompt(tok, text), chat_ids, stops, chat_stops, backend.embed,
-                       lambda text: len(tok.encode(text)), "llmkit", path, tok, model)
+                       lambda text: len(tok.encode(text)), "llmkit", pieces, attention, path, tok, model)
 
 
 def _transformers_model(backend, name: str, path: str, device: str, opts: dict) -> ServedModel:
@@ -136,5 +161,9 @@ def _transformers_model(backend, name: str, path: str, device: str, opts: dict) 
         return completion_ids(plain_chat_prompt(messages))
 
     engine = Engine(TransformersStepper(model, opts["max_batch"]), lambda: TextDetokenizer(tok), **opts)
+
+    def pieces(text: str) -> list[tuple[int, str]]:
+        return [(t, tok.decode([t])) for t in tok(text, add_special_tokens=False)["input_ids"]]
+
     return ServedModel(name, engine, completion_ids, chat_ids, stops, stops, backend.embed,
-                       lambda text: len(tok(text)["input_ids"]), "transformers", path, tok, model)
+                       lambda text: len(tok(text)["input_ids"]), "transformers", pieces, None, path, tok, model)

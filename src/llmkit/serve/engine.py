@@ -369,15 +369,20 @@ class Engine:
         slots = list(self._active)
         logits = self.stepper.decode(slots, [self._active[s].next_token for s in slots])  # (B, V)
         self.steps += 1
-        for s, row in zip(slots, logits):
-            self._take(self._active[s], row[None])
+        greedy = logits.argmax(-1).tolist()  # one call for every greedy row; sampled rows draw their own below
+        for s, row, g in zip(slots, logits, greedy):
+            self._take(self._active[s], row[None], g)
 
-    def _take(self, r: _Request, logits: torch.Tensor) -> None:
-        """Sample the next token from ``logits`` (1, V), record it, and finish ``r`` when done."""
+    def _take(self, r: _Request, logits: torch.Tensor, greedy: int | None = None) -> None:
+        """Sample the next token from ``logits`` (1, V) (``greedy``: its argmax, if known),
+        record it, and finish ``r`` when done."""
         from llmkit.generation import sample_next
 
         p = r.params
-        t = int(sample_next(logits, p.temperature, p.top_k, p.top_p, generator=r.generator)[0])
+        if p.temperature == 0 and greedy is not None:
+            t = greedy
+        else:
+            t = int(sample_next(logits, p.temperature, p.top_k, p.top_p, generator=r.generator)[0])
         if t in p.stop_tokens:
             return self._finish(r, "stop")
         r.generated += 1

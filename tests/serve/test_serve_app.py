@@ -199,3 +199,27 @@ def test_llmkit_serve_cli_answers_curl_style_requests(tmp_path):
 def test_serve_cli_refuses_a_missing_model(tmp_path):
     r = subprocess.run([sys.executable, "-m", "llmkit.cli.main", "serve", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "no such model directory" in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_a_transformers_model_is_served_with_its_chat_template(tmp_path):
+    """The chat-tuned run exported to transformers (Jinja chat template) and served as a
+    transformers model answers what the llmkit run answers (same weights, greedy)."""
+    from llmkit.chat import ChatTemplate
+    from llmkit.hf.convert import export_model
+
+    tok = ensure_chat_tokens(Tokenizer.train(TEXTS * 10, 300, pattern="gpt4"))
+    run = tiny_run(tmp_path / "chatrun", tok, seed=4)
+    (run / "model" / "chat_template.json").write_text(json.dumps(ChatTemplate(tok).describe()))
+    hf_dir = export_model(run, tmp_path / "hfchat")
+    ours = load_served_model(run, "ours", device="cpu")
+    theirs = load_served_model(hf_dir, "theirs", device="cpu")
+    assert theirs.kind == "transformers"
+    messages = [{"role": "user", "content": "Hello there"}]
+    assert theirs.chat_ids(messages) == ours.chat_ids(messages)
+    with ServerThread(create_app([ours, theirs])) as server:
+        c = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+        replies = [c.chat.completions.create(model=m, messages=messages, max_tokens=12, temperature=0) for m in ("ours", "theirs")]
+        streamed = "".join(ch.choices[0].delta.content or "" for ch in
+                           c.chat.completions.create(model="theirs", messages=messages, max_tokens=12, temperature=0, stream=True) if ch.choices)
+    assert replies[0].choices[0].message.content == replies[1].choices[0].message.content == streamed
+    assert replies[0].usage.prompt_tokens == replies[1].usage.prompt_tokens

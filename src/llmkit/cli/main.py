@@ -13,6 +13,7 @@ from llmkit.cli import generate as generate_cli
 from llmkit.cli import hf as hf_cli
 from llmkit.cli import memory as memory_cli
 from llmkit.cli import pipeline as pipeline_cli
+from llmkit.cli import rag as rag_cli
 from llmkit.cli import serve as serve_cli
 from llmkit.cli import speedrun as speedrun_cli
 from llmkit.cli import tokenizer as tokenizer_cli
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(tokenizer_cli.app, name="tokenizer")
 app.add_typer(finetune_cli.app, name="finetune")
 app.add_typer(hf_cli.app, name="hf")
+app.add_typer(rag_cli.app, name="rag")
 app.command("speedrun")(speedrun_cli.speedrun)
 app.command("train")(train_cli.train)
 app.command("generate")(generate_cli.generate)

@@ -42,6 +42,10 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
     hf = json.loads((out / "stages" / "hf.json").read_text())["results"]
     assert all(s["same"] for s in hf["samples"])  # transformers' pipeline writes what llmkit writes
     assert [m["model"] for m in hf["memory"]][1] == "gpt2-124m" and hf["memory"][1]["params"] == 124_439_808
+    rag = json.loads((out / "stages" / "rag.json").read_text())["results"]
+    assert len(rag["answers"]) == 3 and all(a["quotes"] and a["sources"] for a in rag["answers"])
+    assert set(rag["eval"]) == {"dense", "bm25", "hybrid"} and rag["questions"] >= 10
+    assert "serve the model it trained: llmkit serve" in r.output and "curl http://127.0.0.1:8000/v1/completions" in r.output
     assert "[skip]" in CliRunner().invoke(app, ["speedrun", "--quick", "--out", str(out)]).output
 
 

@@ -178,6 +178,7 @@ def _lm_stages() -> list[Stage]:
     from llmkit import speedrun_finetune as ft
     from llmkit import speedrun_hf as hf
     from llmkit import speedrun_lm as lm
+    from llmkit import speedrun_rag as rag
 
     def pre(c: SpeedrunConfig) -> dict:
         return {**_tok_settings(c), "steps": c.quick_pretrain_steps if c.quick else c.pretrain_steps}
@@ -198,6 +199,8 @@ def _lm_stages() -> list[Stage]:
         Stage("classify", "8. Sentiment classification: full fine-tuning vs LoRA, and MiniLM + PEFT LoRA", ft.run_classify, ft.report_classify, cls,
               ("classify/full/confusion.png", "classify/lora/confusion.png", "classify/minilm-lora/confusion.png")),
         Stage("hf", "9. Hugging Face: export, pipeline, memory", hf.run_hf, hf.report_hf, pre, ("hf/gpt/model.safetensors",)),
+        Stage("rag", "10. Retrieval-augmented answers over pydocs", rag.run_rag, rag.report_rag, lambda c: {"quick": c.quick, **rag.rag_settings(c)},
+              ("rag/index/meta.json",)),
     ]
 
 

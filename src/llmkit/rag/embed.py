@@ -61,7 +61,7 @@ class MiniLMEmbedder(Embedder):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not len(texts):
             return []
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
 
 
 class BackendEmbedder(Embedder):

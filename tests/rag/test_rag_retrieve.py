@@ -147,3 +147,34 @@ def test_cli_index_lists_skipped_files(tmp_path):
     r = CliRunner().invoke(rag_app, ["index", str(docs), "-o", str(tmp_path / "idx")])
     assert r.exit_code == 0, r.output
     assert "skipped" in r.output and "b.bin" in r.output and "1 documents" in r.output
+
+
+def test_the_server_answers_from_the_index(index, tmp_path):
+    import sys
+
+    import httpx
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent.parent / "serve"))
+    from serve_testutils import ServerThread, tiny_run
+
+    from llmkit.serve.app import create_app
+    from llmkit.serve.models import load_served_model
+
+    out, _ = index
+    model = load_served_model(tiny_run(tmp_path / "gen", context_length=2048), device="cpu", max_batch=2)
+    short = load_served_model(tiny_run(tmp_path / "short"), device="cpu", max_batch=1)  # a 64-token context
+    with ServerThread(create_app([model, short], rag_index=out)) as server:
+        r = httpx.post(server.url + "/v1/rag", json={"question": "How do I shuffle a list in place?", "k": 4}, timeout=60)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        assert data["mode"] == "extractive" and len(data["sources"]) == 4 and data["quotes"]
+        r = httpx.post(server.url + "/v1/rag", json={"question": "How do I shuffle a list?", "k": 2, "model": "gen", "max_tokens": 5}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["mode"] == "gen" and r.json()["usage"]["completion_tokens"] <= 5 and len(r.json()["sources"]) == 2
+        too_long = httpx.post(server.url + "/v1/rag", json={"question": "How do I shuffle a list?", "model": "short"}, timeout=60)
+        assert too_long.status_code == 400 and "context window is 64 tokens" in too_long.json()["error"]["message"]
+        for body, status in (({"question": ""}, 400), ({"question": "x", "method": "magic"}, 400), ({"question": "x", "model": "nope"}, 404)):
+            bad = httpx.post(server.url + "/v1/rag", json=body, timeout=60)
+            assert bad.status_code == status and "error" in bad.json()
+    with ServerThread(create_app([model])) as server:
+        assert httpx.post(server.url + "/v1/rag", json={"question": "x"}).status_code == 404

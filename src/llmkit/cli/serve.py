@@ -32,6 +32,7 @@ def serve(
     max_batch: Annotated[int, typer.Option("--max-batch", help="requests generated together per model (KV-cache slots)")] = 8,
     max_queue: Annotated[int, typer.Option("--max-queue", help="requests that may wait for a slot; beyond: 429")] = 64,
     max_wait: Annotated[float, typer.Option("--max-wait", help="seconds a request may wait for a slot; beyond: 503")] = 60.0,
+    rag_index: Annotated[Optional[str], typer.Option("--rag-index", help="an llmkit rag index: POST /v1/rag answers from it with citations")] = None,
 ) -> None:
     """Serve models over the OpenAI API: /v1/models, /v1/completions, /v1/chat/completions
     (streaming), /v1/embeddings (all-MiniLM-L6-v2 or a model's own), /health.
@@ -49,7 +50,7 @@ def serve(
     key = api_key or os.environ.get("LLMKIT_API_KEY") or None
     served = [load_served_model(path, name, device=device, max_batch=max_batch, max_queue=max_queue, max_wait=max_wait)
               for name, path in parse_model_args(models)]
-    app = create_app(served, api_key=key)
+    app = create_app(served, api_key=key, rag_index=rag_index)
     if host not in ("127.0.0.1", "localhost", "::1") and key is None:
         err_console.print(f"warning: serving on {host} without --api-key: anyone who can reach this port can use the models", highlight=False)
     first = served[0].name

@@ -13,7 +13,7 @@ import numpy as np
 
 from llmkit.rag.retrieve import Hit, Retriever
 
-__all__ = ["Answer", "Source", "answer", "build_prompt", "extractive_answer"]
+__all__ = ["Answer", "Source", "answer", "build_prompt", "extractive_answer", "sources_of"]
 
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)|[^\n]+", re.MULTILINE)
 
@@ -49,7 +49,7 @@ class Answer:
         return "\n".join(lines)
 
 
-def _sources(hits: list[Hit]) -> list[Source]:
+def sources_of(hits: list[Hit]) -> list[Source]:
     return [Source(i, h.chunk.doc_id, h.chunk.title, h.chunk.section, h.chunk.line_start, h.chunk.line_end, h.score, h.chunk.text)
             for i, h in enumerate(hits, 1)]
 
@@ -58,7 +58,7 @@ def build_prompt(question: str, hits: list[Hit]) -> str:
     """The generator's prompt: the numbered sources, then the question."""
     parts = ["Answer the question using only the numbered sources below. After each statement, cite the source it comes "
              "from like [2]. If the sources do not answer it, say so.", ""]
-    for s in _sources(hits):
+    for s in sources_of(hits):
         parts += [f"[{s.n}] {s.doc_id}, lines {s.line_start}-{s.line_end}:", s.text.strip(), ""]
     parts += [f"Question: {question}", "Answer:"]
     return "\n".join(parts)
@@ -67,7 +67,7 @@ def build_prompt(question: str, hits: list[Hit]) -> str:
 def extractive_answer(question: str, hits: list[Hit], embedder, n_sentences: int = 3) -> Answer:
     """The ``n_sentences`` sentences of the sources most similar to the question, in order of
     similarity, each quoted with its citation."""
-    sources = _sources(hits)
+    sources = sources_of(hits)
     candidates = []  # (source n, line, sentence)
     for s in sources:
         for m in _SENTENCE.finditer(s.text):
@@ -97,4 +97,4 @@ def answer(question: str, retriever: Retriever, *, k: int = 5, method: str = "hy
         text = backend.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, temperature=0.0)
     except NotImplementedError:
         text = backend.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)
-    return Answer(question, text.strip(), _sources(hits), backend_name or type(backend).__name__)
+    return Answer(question, text.strip(), sources_of(hits), backend_name or type(backend).__name__)

@@ -77,10 +77,11 @@ def _stops(body: dict) -> list[str]:
     return stops
 
 
-def _sampling(body: dict, model: ServedModel, prompt_len: int, stop_tokens: frozenset[int], default_max: int | None) -> tuple[SamplingParams, int]:
+def _sampling(body: dict, model: ServedModel, prompt_len: int, stop_tokens: frozenset[int], default_max: int | None,
+              prompt_param: str = "prompt") -> tuple[SamplingParams, int]:
     room = model.context_length - prompt_len
     if room < 1:
-        raise APIError(400, f"the prompt has {prompt_len} tokens; the model's context window is {model.context_length} tokens", param="messages",
+        raise APIError(400, f"the prompt has {prompt_len} tokens; the model's context window is {model.context_length} tokens", param=prompt_param,
                        code="context_length_exceeded")
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _number(body, key, default_max if default_max is not None else room, 1, 1e9, integer=True)
@@ -116,9 +117,10 @@ def _messages(body: dict) -> list[dict]:
 
 
 # -- the app -----------------------------------------------------------------------------------------
-def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, embedding: EmbeddingModel | None = None):
+def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, embedding: EmbeddingModel | None = None, rag_index=None):
     """The FastAPI app serving ``models`` (and ``embedding``, default all-MiniLM-L6-v2). With
-    ``api_key`` every /v1 call needs ``Authorization: Bearer <api_key>``."""
+    ``api_key`` every /v1 call needs ``Authorization: Bearer <api_key>``. With ``rag_index``
+    (an ``llmkit rag index`` directory) ``POST /v1/rag`` answers questions from it with citations."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -222,7 +224,7 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
         body = await json_body(request)
         model = pick_model(body)
         ids = model.chat_ids(_messages(body))
-        params, n = _sampling(body, model, len(ids), model.chat_stop_tokens, None)
+        params, n = _sampling(body, model, len(ids), model.chat_stop_tokens, None, "messages")
         return await respond(request, model, ids, params, n, body, chat=True)
 
     async def respond(request: Request, model: ServedModel, ids: list[int], params: SamplingParams, n: int, body: dict, *, chat: bool):
@@ -344,6 +346,44 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
             return {"model": model.name, **await asyncio.to_thread(model.attention, text)}
         except ValueError as e:
             raise APIError(400, str(e), param="text") from None
+
+    retriever = None
+    if rag_index is not None:
+        from llmkit.rag.retrieve import Retriever
+
+        retriever = Retriever(rag_index)
+
+    @app.post("/v1/rag")
+    async def rag(request: Request):
+        """{"question", "k"?, "method"?, "mmr"?, "model"?, "max_tokens"?} -> an answer with numbered
+        sources: extractive, or written by a served ``model`` from the numbered sources."""
+        from llmkit.rag.answer import Answer, build_prompt, extractive_answer, sources_of
+        from llmkit.rag.retrieve import METHODS
+
+        if retriever is None:
+            raise APIError(404, "this server has no RAG index; start it with --rag-index INDEX", type="not_found_error")
+        body = await json_body(request)
+        question = body.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise APIError(400, "'question' must be a non-empty string", param="question")
+        k = _number(body, "k", 5, 1, 50, integer=True)
+        method = body.get("method", "hybrid")
+        if method not in METHODS:
+            raise APIError(400, f"'method' must be one of {', '.join(METHODS)}", param="method")
+        mmr = None if body.get("mmr") is None else _number(body, "mmr", None, 0, 1)
+        hits = await asyncio.to_thread(retriever.retrieve, question, k, method, mmr)
+        if body.get("model") is None:
+            result = await asyncio.to_thread(extractive_answer, question, hits, retriever.embedder)
+            return {"object": "rag.answer", **result.to_dict()}
+        model = pick_model(body)
+        ids = model.completion_ids(build_prompt(question, hits))
+        params, _ = _sampling({**body, "temperature": body.get("temperature", 0)}, model, len(ids), model.stop_tokens, 200, "question")
+        try:
+            done = await asyncio.to_thread(lambda: model.engine.submit(ids, params).result())
+        except QueueFull as e:
+            raise APIError(429, str(e), type="rate_limit_error", code="queue_full", retry_after=1) from None
+        result = Answer(question, done.text.strip(), sources_of(hits), model.name)
+        return {"object": "rag.answer", **result.to_dict(), "usage": _usage(done.prompt_tokens, done.completion_tokens)}
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):

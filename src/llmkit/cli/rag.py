@@ -17,7 +17,7 @@ app = typer.Typer(no_args_is_help=True, help="Retrieval-augmented generation: in
 @cli_errors
 def index_cmd(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="files and directories (.txt .md .rst .html .py .jsonl .pdf); none: --corpus pydocs")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="index directory (an existing index is updated: only changed files are embedded)")] = Path("runs/index"),
+    output: Annotated[str, typer.Option("--output", "-o", help="index directory, or postgresql://user@host/db#name (pgvector); an existing index is updated: only changed files are embedded")] = "runs/index",
     corpus: Annotated[Optional[str], typer.Option("--corpus", help="a built-in corpus to index too: pydocs (the default when no PATH is given), or bbc")] = None,
     embedder: Annotated[str, typer.Option("--embedder", help="minilm (all-MiniLM-L6-v2, pip-shipped) or a backend spec, e.g. openai:http://127.0.0.1:8000/v1#all-MiniLM-L6-v2")] = "minilm",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="tokens per chunk")] = 200,
@@ -40,7 +40,7 @@ def index_cmd(
 @cli_errors
 def ask_cmd(
     question: Annotated[str, typer.Argument(help="the question")],
-    index: Annotated[Path, typer.Option("--index", help="index directory (llmkit rag index)")] = Path("runs/index"),
+    index: Annotated[str, typer.Option("--index", help="index directory or postgresql://...#name (llmkit rag index)")] = "runs/index",
     backend: Annotated[Optional[str], typer.Option("--backend", help="generator: llmkit:RUN, hf:DIR, openai:URL#MODEL ...; none: an extractive answer")] = None,
     k: Annotated[int, typer.Option("-k", help="chunks to retrieve")] = 5,
     method: Annotated[str, typer.Option("--method", help="hybrid, dense or bm25")] = "hybrid",
@@ -69,7 +69,7 @@ def ask_cmd(
 @cli_errors
 def eval_cmd(
     questions: Annotated[str, typer.Argument(help='pydocs or bbc (built-in sets), or a JSONL file of {"question", "source"} lines')],
-    index: Annotated[Path, typer.Option("--index", help="index directory")] = Path("runs/index"),
+    index: Annotated[str, typer.Option("--index", help="index directory or postgresql://...#name")] = "runs/index",
     as_json: Annotated[bool, typer.Option("--json", help='print {"dense": {"recall@5": ...}, "bm25": {...}, "hybrid": {...}}')] = False,
 ) -> None:
     """Recall@1/5/10, MRR and latency of dense, BM25 and hybrid retrieval."""

@@ -22,7 +22,8 @@ import numpy as np
 from llmkit.rag.chunk import Chunk, chunk_document
 from llmkit.rag.embed import Embedder, make_embedder
 from llmkit.rag.ingest import Document, Skipped, collect_documents, corpus_documents
-from llmkit.rag.store import EmbeddedStore, StoredDocument, write_store
+from llmkit.rag.pgstore import is_pg_uri, write_pg_store
+from llmkit.rag.store import StoredDocument, open_store, write_store
 
 __all__ = ["IndexReport", "build_index"]
 
@@ -51,6 +52,7 @@ class IndexReport:
 def build_index(
     paths: Sequence[str | os.PathLike] = (),
     out: str | os.PathLike = "runs/index",
+    # a directory (the embedded store), or postgresql://user@host/db#name (PostgreSQL + pgvector)
     *,
     corpus: str | None = None,
     embedder: Embedder | None = None,
@@ -64,7 +66,7 @@ def build_index(
     ``documents`` into ``out``. With none of them, the ``pydocs`` corpus. An existing index at
     ``out`` is updated (see the module docstring); anything else there is refused."""
     t0 = time.perf_counter()
-    out = Path(out)
+    out = str(out) if is_pg_uri(str(out)) else Path(out)
     docs: list[Document] = list(documents or [])
     skipped: list[Skipped] = []
     if paths:
@@ -111,20 +113,31 @@ def build_index(
     for first, chunks in to_embed:
         vectors[first : first + len(chunks)] = fresh[k : k + len(chunks)]
         k += len(chunks)
-    write_store(out, settings, stored, new_chunks, vectors, overwrite=old is not None)
+    if isinstance(out, str):
+        write_pg_store(out, settings, stored, new_chunks, vectors)
+    else:
+        write_store(out, settings, stored, new_chunks, vectors, overwrite=old is not None)
     removed = len(set(old) - set(ids)) if old else 0
     return IndexReport(str(out), len(docs), len(new_chunks), len(to_embed), reused, removed, len(texts), time.perf_counter() - t0, embed_seconds, skipped)
 
 
-def _previous(out: Path, settings: dict, log) -> dict[str, tuple[StoredDocument, list[Chunk], np.ndarray]] | None:
+def _previous(out, settings: dict, log) -> dict[str, tuple[StoredDocument, list[Chunk], np.ndarray]] | None:
     """The reusable part of an index already at ``out``: doc id -> (document, chunks, vectors).
     None when ``out`` is free; {} when it is an index built with other settings (all re-embedded)."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return None
-    if not (out / "meta.json").is_file():
-        raise FileExistsError(f"{out} exists and is not an llmkit RAG index; choose another --output")
-    with EmbeddedStore(out) as store:
+    if isinstance(out, str):  # PostgreSQL
+        try:
+            store = open_store(out)
+        except FileNotFoundError:
+            return None
+    else:
+        if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+            return None
+        if not (out / "meta.json").is_file():
+            raise FileExistsError(f"{out} exists and is not an llmkit RAG index; choose another --output")
+        store = open_store(out)
+    with store:
         if any(store.meta.get(k) != v for k, v in settings.items()):
             log(f"{out} was built with other settings ({store.meta.get('embedder')}, {store.meta.get('max_tokens')} tokens): re-embedding everything")
             return {}
-        return {d.id: (d, store.chunks_of(d), store.vectors[d.first_chunk : d.first_chunk + d.n_chunks].copy()) for d in store.documents()}
+        return {d.id: (d, store.chunks_of(d), np.array(store.vectors_of(range(d.first_chunk, d.first_chunk + d.n_chunks)), dtype=np.float32).reshape(d.n_chunks, -1))
+                for d in store.documents()}

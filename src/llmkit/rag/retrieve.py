@@ -12,7 +12,7 @@ import numpy as np
 
 from llmkit.rag.chunk import Chunk
 from llmkit.rag.embed import Embedder, make_embedder
-from llmkit.rag.store import EmbeddedStore
+from llmkit.rag.store import EmbeddedStore, open_store
 
 __all__ = ["METHODS", "Hit", "Retriever", "rrf"]
 
@@ -40,7 +40,8 @@ class Retriever:
     """Search an index: ``retrieve(question, k, method="hybrid", mmr=None)``."""
 
     def __init__(self, index: str | os.PathLike | EmbeddedStore, embedder: Embedder | None = None, *, pool: int = 50):
-        self.store = index if isinstance(index, EmbeddedStore) else EmbeddedStore(index)
+        """``index``: a directory, ``postgresql://...#name``, or an opened store."""
+        self.store = open_store(index)
         self.embedder = embedder or make_embedder(_embedder_spec(self.store))
         if self.embedder.name != self.store.meta["embedder"]:
             raise ValueError(f"the index was embedded with {self.store.meta['embedder']}, not {self.embedder.name}")
@@ -71,18 +72,19 @@ class Retriever:
         if not 0 <= mmr <= 1:
             raise ValueError("mmr (lambda) must be in [0, 1]")
         ranked = self.rows(question, max(self.pool, 4 * k), method)
-        chosen = _mmr([r for r, _ in ranked], self.store.vectors, self.embedder.embed([question])[0], k, mmr)
+        rows = [r for r, _ in ranked]
+        chosen = [rows[i] for i in _mmr(self.store.vectors_of(rows), self.embedder.embed([question])[0], k, mmr)]
         score = dict(ranked)
         return [Hit(r, score[r], self.store.chunk(r)) for r in chosen]
 
 
-def _mmr(rows: list[int], vectors: np.ndarray, query: np.ndarray, k: int, lam: float) -> list[int]:
-    if not rows:
+def _mmr(v: np.ndarray, query: np.ndarray, k: int, lam: float) -> list[int]:
+    """Positions into ``v`` (n, d) unit vectors of the candidates, in the order MMR picks them."""
+    if not len(v):
         return []
-    v = vectors[rows]  # (n, d) unit vectors
     relevance = v @ query  # (n,)
     chosen: list[int] = []
-    left = list(range(len(rows)))
+    left = list(range(len(v)))
     while left and len(chosen) < k:
         if chosen:
             redundancy = (v[left] @ v[chosen].T).max(axis=1)
@@ -90,7 +92,7 @@ def _mmr(rows: list[int], vectors: np.ndarray, query: np.ndarray, k: int, lam: f
             redundancy = np.zeros(len(left))
         best = int(np.argmax(lam * relevance[left] - (1 - lam) * redundancy))
         chosen.append(left.pop(best))
-    return [rows[i] for i in chosen]
+    return chosen
 
 
 def _embedder_spec(store: EmbeddedStore) -> str:

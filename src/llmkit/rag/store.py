@@ -29,7 +29,7 @@ import numpy as np
 
 from llmkit.rag.chunk import Chunk
 
-__all__ = ["FORMAT", "EmbeddedStore", "StoredDocument", "bm25_tokens", "write_store"]
+__all__ = ["FORMAT", "EmbeddedStore", "StoredDocument", "bm25_tokens", "open_store", "write_store"]
 
 FORMAT = 1
 
@@ -146,6 +146,9 @@ class EmbeddedStore:
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if s > 0]
 
     # -- reading
+    def vectors_of(self, rows: Sequence[int]) -> np.ndarray:
+        return self.vectors[list(rows)]
+
     def chunk(self, row: int) -> Chunk:
         r = self.db.execute("SELECT doc_id, title, section, text, start, end_, line_start, line_end FROM chunks WHERE row = ?", (int(row),)).fetchone()
         if r is None:
@@ -157,3 +160,13 @@ class EmbeddedStore:
 
     def chunks_of(self, doc: StoredDocument) -> list[Chunk]:
         return [self.chunk(i) for i in range(doc.first_chunk, doc.first_chunk + doc.n_chunks)]
+
+
+def open_store(index):
+    """An index by its location: a directory (the embedded store) or ``postgresql://...#name``
+    (:class:`llmkit.rag.pgstore.PgVectorStore`)."""
+    from llmkit.rag.pgstore import PgVectorStore, is_pg_uri
+
+    if isinstance(index, (EmbeddedStore, PgVectorStore)):
+        return index
+    return PgVectorStore(index) if is_pg_uri(index) else EmbeddedStore(index)

@@ -66,6 +66,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def jsonl_objects(text: str, where: str = "") -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of JSONL ``text``; ValueError naming
+    ``where`` and the line for a line that is not a JSON object."""
+    prefix = f"{where} " if where else ""
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{prefix}line {n}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{prefix}line {n}: not a JSON object")
+        yield n, row
+
+
 def read_json(path: str | os.PathLike, *, missing: str):
     """Parse a JSON file; FileNotFoundError(``missing``) when it is absent, and a ValueError
     naming the file when it is not valid JSON."""

@@ -14,7 +14,6 @@ import random
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from llmkit.cli.hf import app as hf_app

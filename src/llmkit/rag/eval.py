@@ -12,7 +12,6 @@ article, indexed without the headline).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -38,15 +37,11 @@ def load_questions(source: str | os.PathLike) -> list[dict]:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{source}: no such question file (or a built-in set: {', '.join(QUESTION_SETS)})")
+    from llmkit._io import jsonl_objects
+
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {n}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("source"), str):
+    for n, row in jsonl_objects(path.read_text(encoding="utf-8"), str(path)):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("source"), str):
             raise ValueError(f'{path} line {n}: needs {{"question": str, "source": doc id}}')
         rows.append(row)
     if not rows:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import html.parser
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -117,15 +116,11 @@ def read_file(path: Path, doc_id: str) -> list[Document]:
 
 
 def _jsonl_documents(path: Path, doc_id: str, text: str) -> list[Document]:
+    from llmkit._io import jsonl_objects
+
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"line {n}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+    for n, row in jsonl_objects(text):
+        if not isinstance(row.get("text"), str) or not row["text"].strip():
             raise ValueError(f"line {n}: needs a non-empty \"text\" string")
         rid = str(row.get("id", n))
         out.append(Document(f"{doc_id}#{rid}", str(row.get("title") or f"{path.name} {rid}"), row["text"], str(path)))

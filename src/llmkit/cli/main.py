@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import typer
 
+from llmkit.cli import agent as agent_cli
 from llmkit.cli import compare as compare_cli
 from llmkit.cli import edge as edge_cli
 from llmkit.cli import finetune as finetune_cli
@@ -41,6 +42,7 @@ app.command("memory")(memory_cli.memory)
 app.command("pipeline")(pipeline_cli.pipeline)
 app.command("quantize")(edge_cli.quantize)
 app.command("serve")(serve_cli.serve)
+app.command("agent")(agent_cli.agent)
 hf_cli.app.command("gguf")(edge_cli.gguf)
 
 

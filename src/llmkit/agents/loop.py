@@ -105,15 +105,18 @@ def run_agent(task: str, model, tools: Sequence[Callable] | Mapping[str, Callabl
 class OpenAIToolModel:
     """Any OpenAI-compatible chat endpoint with tool calling."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, temperature: float = 0.0, max_tokens: int = 512, timeout: float = 60):
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, temperature: float = 0.0, max_tokens: int | None = None,
+                 timeout: float = 60):
+        """``max_tokens`` None leaves the reply's length to the server (up to the context window)."""
         from llmkit.backends import OpenAIBackend
 
         self.backend = OpenAIBackend(base_url, model, api_key, timeout)
         self.temperature, self.max_tokens = temperature, max_tokens
 
     def step(self, messages: list[dict], schemas: list[dict]) -> dict:
-        body = {"model": self.backend.model, "messages": [_to_openai(m) for m in messages], "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
+        body = {"model": self.backend.model, "messages": [_to_openai(m) for m in messages], "temperature": self.temperature}
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
         if schemas:
             body["tools"] = schemas
         reply = self.backend._post("chat/completions", body)

@@ -112,8 +112,37 @@ def _messages(body: dict) -> list[dict]:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
         if content is not None and not isinstance(content, str):
             raise APIError(400, f"messages[{i}].content must be a string", param=f"messages[{i}].content")
-        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": content or ""})
+        msg = {"role": "system" if m["role"] == "developer" else m["role"], "content": content or ""}
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            msg["tool_calls"] = m["tool_calls"]  # OpenAI's nested form; the chat template checks it
+        if m["role"] == "tool" and isinstance(m.get("name"), str):
+            msg["name"] = m["name"]
+        out.append(msg)
     return out
+
+
+def _tools(body: dict, model: ServedModel) -> bool:
+    """Whether the request offers tools (checked); only a model with llmkit's chat template can call them."""
+    tools = body.get("tools")
+    if tools is None or tools == []:
+        return False
+    if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("function", {}).get("name"), str) for t in tools):
+        raise APIError(400, "'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ...}} objects", param="tools")
+    if not model.tool_calls:
+        raise APIError(400, f"the model '{model.name}' cannot call tools (only llmkit models chat-tuned with tool calls can)", param="tools")
+    return True
+
+
+def _tool_message(text: str) -> tuple[dict, str]:
+    """(OpenAI assistant message, finish reason) for a reply that may hold llmkit tool-call markup."""
+    from llmkit.chat import parse_assistant
+
+    reply = parse_assistant(text)
+    if not reply["tool_calls"]:
+        return {"role": "assistant", "content": reply["content"]}, "stop"
+    calls = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+             for c in reply["tool_calls"]]
+    return {"role": "assistant", "content": reply["content"] or None, "tool_calls": calls}, "tool_calls"
 
 
 # -- the app -----------------------------------------------------------------------------------------
@@ -223,11 +252,16 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
     async def chat_completions(request: Request):
         body = await json_body(request)
         model = pick_model(body)
-        ids = model.chat_ids(_messages(body))
+        tools = _tools(body, model)
+        try:
+            ids = model.chat_ids(_messages(body))
+        except ValueError as e:  # the chat template's own checks (tool turns out of order ...)
+            raise APIError(400, str(e), param="messages") from None
         params, n = _sampling(body, model, len(ids), model.chat_stop_tokens, None, "messages")
-        return await respond(request, model, ids, params, n, body, chat=True)
+        return await respond(request, model, ids, params, n, body, chat=True, tools=tools)
 
-    async def respond(request: Request, model: ServedModel, ids: list[int], params: SamplingParams, n: int, body: dict, *, chat: bool):
+    async def respond(request: Request, model: ServedModel, ids: list[int], params: SamplingParams, n: int, body: dict, *, chat: bool,
+                      tools: bool = False):
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise APIError(400, "'stream' must be true or false", param="stream")
@@ -245,12 +279,15 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
         except ValueError as e:
             raise APIError(400, str(e), param="max_tokens") from None
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        if stream and tools:  # a tool call is only known once the reply is complete: answer whole, as one chunk per choice
+            whole = await collect(request, rid, model, events, handles, n, chat, tools)
+            return StreamingResponse(_as_stream(whole), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         if stream:
             return StreamingResponse(sse(rid, model, events, handles, n, chat, body), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await collect(request, rid, model, events, handles, n, chat)
+        return await collect(request, rid, model, events, handles, n, chat, tools)
 
-    async def collect(request: Request, rid: str, model: ServedModel, events: asyncio.Queue, handles, n: int, chat: bool):
+    async def collect(request: Request, rid: str, model: ServedModel, events: asyncio.Queue, handles, n: int, chat: bool, tools: bool = False):
         texts, done = [[] for _ in range(n)], [None] * n
         try:
             while not all(done):
@@ -273,7 +310,10 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
         choices = []
         for i, d in enumerate(done):
             text = "".join(texts[i])
-            if chat:
+            if chat and tools:
+                message, reason = _tool_message(text)
+                choices.append({"index": i, "message": message, "finish_reason": reason if d.finish_reason == "stop" else d.finish_reason, "logprobs": None})
+            elif chat:
                 choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": d.finish_reason, "logprobs": None})
             else:
                 choices.append({"index": i, "text": text, "finish_reason": d.finish_reason, "logprobs": None})
@@ -410,6 +450,21 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
         return {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     return app
+
+
+async def _as_stream(whole: dict):
+    """A finished chat completion as server-sent events (used when tools were offered)."""
+    for c in whole["choices"]:
+        msg = c["message"]
+        delta = {"role": "assistant", "content": msg.get("content")}
+        if msg.get("tool_calls"):
+            delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(msg["tool_calls"])]
+        chunk = {"id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"], "model": whole["model"],
+                 "choices": [{"index": c["index"], "delta": delta, "finish_reason": c["finish_reason"], "logprobs": None}]}
+        yield "data: " + json.dumps(chunk) + "\n\n"
+    yield "data: " + json.dumps({"id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"], "model": whole["model"],
+                                 "choices": [], "usage": whole["usage"]}) + "\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def _usage(prompt: int, completion: int) -> dict:

@@ -37,6 +37,8 @@ class ServedModel:
     """A text's tokens as (id, the text of that token alone) pairs, for the web page's token view."""
     attention: Callable[[str], dict] | None = None
     """The last layer's attention weights (heads averaged) over a short text, for the heatmap."""
+    tool_calls: bool = False
+    """Whether replies may hold llmkit's tool-call markup (a model chat-tuned with llmkit's template)."""
     path: str = ""
     tokenizer: object = None
     model: object = None
@@ -135,7 +137,7 @@ def _llmkit_model(backend, name: str, path: str, device: str, opts: dict) -> Ser
         return [(t, tok.decode_bytes([t]).decode("utf-8", errors="replace")) for t in ids]
 
     return ServedModel(name, engine, lambda text: encode_prompt(tok, text), chat_ids, stops, chat_stops, backend.embed,
-                       lambda text: len(tok.encode(text)), "llmkit", pieces, attention, path, tok, model)
+                       lambda text: len(tok.encode(text)), "llmkit", pieces, attention, has_chat_tokens(tok), path, tok, model)
 
 
 def _transformers_model(backend, name: str, path: str, device: str, opts: dict) -> ServedModel:
@@ -166,4 +168,4 @@ def _transformers_model(backend, name: str, path: str, device: str, opts: dict) 
         return [(t, tok.decode([t])) for t in tok(text, add_special_tokens=False)["input_ids"]]
 
     return ServedModel(name, engine, completion_ids, chat_ids, stops, stops, backend.embed,
-                       lambda text: len(tok(text)["input_ids"]), "transformers", pieces, None, path, tok, model)
+                       lambda text: len(tok(text)["input_ids"]), "transformers", pieces, None, False, path, tok, model)

@@ -71,3 +71,16 @@ def test_atomic_write_with_leaves_the_old_file_when_the_writer_fails(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write_with(target, broken)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["keep.bin"]
+
+
+def test_jsonl_objects_keeps_line_separators_inside_strings():
+    import json
+
+    from llmkit._io import jsonl_objects
+
+    text = json.dumps({"text": "a\u2028b\x85c"}, ensure_ascii=False) + "\n\n" + json.dumps({"n": 2}) + "\n"
+    assert list(jsonl_objects(text)) == [(1, {"text": "a\u2028b\x85c"}), (3, {"n": 2})]
+    with pytest.raises(ValueError, match="f.jsonl line 2: not JSON"):
+        list(jsonl_objects('{"a": 1}\n{oops', "f.jsonl"))
+    with pytest.raises(ValueError, match="line 1: not a JSON object"):
+        list(jsonl_objects("[1]"))

@@ -70,7 +70,7 @@ def jsonl_objects(text: str, where: str = "") -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of JSONL ``text``; ValueError naming
     ``where`` and the line for a line that is not a JSON object."""
     prefix = f"{where} " if where else ""
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): a JSON string may hold U+2028 and friends
         if not line.strip():
             continue
         try:

@@ -30,6 +30,7 @@ class ScriptedStepper:
     """Writes CALL when the prompt has no tool result yet, ANSWER after one."""
 
     batched = True
+    device = torch.device("cpu")
 
     def __init__(self, tok: Tokenizer, context_length: int = 512):
         self.tok, self.context_length = tok, context_length

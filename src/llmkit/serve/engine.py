@@ -173,7 +173,7 @@ class TextDetokenizer:
         return new
 
 
-# -- steppers: the model side ------------------------------------------------------------------------
+# -- steppers: the model side (prefill, decode, free; device, context_length) ------------------------
 class GPTStepper:
     """llmkit's GPT: prefill one prompt with a one-row KV cache, copy it into a slot of a
     :class:`SlotKVCache`, decode all active slots in one batched forward pass."""
@@ -186,20 +186,21 @@ class GPTStepper:
         c = model.config
         w = model.transformer.wte.weight
         self.model = model
+        self.device = w.device
         self.context_length = c.context_length
         self.cache = SlotKVCache(c.n_layer, slots, c.n_head, c.head_dim, c.context_length, device=w.device, dtype=w.dtype)
 
     @torch.no_grad()
     def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
         one = self.model.new_kv_cache(1, len(ids))
-        logits = self.model.forward_cached(torch.tensor([ids], device=self.cache.k.device), one, last_only=True)[:, -1]  # (1, V)
+        logits = self.model.forward_cached(torch.tensor([ids], device=self.device), one, last_only=True)[:, -1]  # (1, V)
         self.cache.fill(slot, one)
         return logits[0]
 
     @torch.no_grad()
     def decode(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
         self.cache.select(slots)
-        x = torch.tensor(tokens, device=self.cache.k.device)[:, None]  # (B, 1)
+        x = torch.tensor(tokens, device=self.device)[:, None]  # (B, 1)
         return self.model.forward_cached(x, self.cache, last_only=True)[:, -1]  # (B, V)
 
     def free(self, slot: int) -> None:
@@ -351,15 +352,12 @@ class Engine:
     def _prefill(self, r: _Request) -> None:
         p = r.params
         if p.seed is not None:
-            r.generator = torch.Generator(device=self._device()).manual_seed(p.seed)
+            r.generator = torch.Generator(device=self.stepper.device).manual_seed(p.seed)
         r.detok = self.detokenizer()
         logits = self.stepper.prefill(r.slot, r.prompt)
         self._active[r.slot] = r
         self.max_active_seen = max(self.max_active_seen, len(self._active))
         self._take(r, logits[None])
-
-    def _device(self):
-        return getattr(self.stepper, "device", None) or getattr(getattr(self.stepper, "cache", None), "k", torch.empty(0)).device
 
     def _step(self) -> None:
         for r in [r for r in self._active.values() if r.cancelled.is_set()]:

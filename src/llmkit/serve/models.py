@@ -118,8 +118,11 @@ def _llmkit_model(backend, name: str, path: str, device: str, opts: dict) -> Ser
     engine = Engine(GPTStepper(model, opts["max_batch"]), lambda: ByteDetokenizer(tok.decode_bytes), **opts)
     lock = threading.Lock()
 
+    def pieces_of(ids) -> list[tuple[int, str]]:
+        return [(t, tok.decode_bytes([t]).decode("utf-8", errors="replace")) for t in ids]
+
     def pieces(text: str) -> list[tuple[int, str]]:
-        return [(t, tok.decode_bytes([t]).decode("utf-8", errors="replace")) for t in tok.encode(text)]
+        return pieces_of(tok.encode(text))
 
     def attention(text: str) -> dict:
         import torch
@@ -132,9 +135,6 @@ def _llmkit_model(backend, name: str, path: str, device: str, opts: dict) -> Ser
         last = weights[-1][0].float().mean(0)  # (T, T): the last layer, heads averaged
         return {"tokens": [p for _, p in pieces_of(ids)], "weights": last.tolist(), "layer": len(weights) - 1, "layers": len(weights),
                 "heads": int(weights[-1].shape[1])}
-
-    def pieces_of(ids):
-        return [(t, tok.decode_bytes([t]).decode("utf-8", errors="replace")) for t in ids]
 
     return ServedModel(name, engine, lambda text: encode_prompt(tok, text), chat_ids, stops, chat_stops, backend.embed,
                        lambda text: len(tok.encode(text)), "llmkit", pieces, attention, has_chat_tokens(tok), path, tok, model)

@@ -222,8 +222,7 @@ def trainable_line(model) -> str:
         with contextlib.redirect_stdout(buf):
             model.print_trainable_parameters()
         return buf.getvalue().strip()
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable, total = _counts(model)
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
 
 

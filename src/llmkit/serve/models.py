@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmkit.serve.engine import ByteDetokenizer, Engine, GPTStepper, TextDetokenizer, TransformersStepper
+from llmkit.serve.engine import Engine
+from llmkit.serve.steppers import ByteDetokenizer, GPTStepper, TextDetokenizer, TransformersStepper
 
 __all__ = ["EMBEDDING_MODEL", "EmbeddingModel", "ServedModel", "load_served_model", "model_name"]
 

@@ -67,11 +67,38 @@ _O200K_PY = r"""(?=[^\r\n\p{L}\p{N}]?[\p{L}\p{M}])(?:""" + "|".join(_O200K_WORDS
 # GPT-4o / o200k_base: case-aware words (CamelCase splits), no possessive quantifiers.
 O200K = SplitPattern(name="o200k", tiktoken=_O200K, hf=_O200K, python=_O200K_PY)
 
-PATTERNS: dict[str, SplitPattern] = {p.name: p for p in (GPT2, GPT4, O200K)}
+_NUMBER_RUNS = (r"\p{N}{1,3}+", r"\p{N}{1,3}", r" ?\p{N}++", r" ?\p{N}+")
+DIGITS_SUFFIX = "-digits"
+
+
+def single_digits(p: SplitPattern) -> SplitPattern:
+    """``p`` with every number split into single digits (as LLaMA and PaLM do): ``"2024"``
+    becomes ``2 0 2 4`` instead of ``202 4``. A tokenizer trained with ``p`` keeps its ranks
+    (each digit is a byte token); its multi-digit tokens just go unused. Small models copy
+    and compare numbers far more reliably digit by digit. Named ``<name>-digits``."""
+    if p.name.endswith(DIGITS_SUFFIX):
+        return p
+
+    def split(rx: str | None) -> str | None:
+        if rx is None:
+            return None
+        for run in _NUMBER_RUNS:
+            rx = rx.replace(run, r"\p{N}")
+        return rx
+
+    out = SplitPattern(p.name + DIGITS_SUFFIX, split(p.tiktoken), split(p.hf), split(p.python))
+    if out.tiktoken == p.tiktoken:
+        raise ValueError(f"the split pattern {p.name!r} has no number rule to split into digits")
+    return out
+
+
+GPT4_DIGITS = single_digits(GPT4)
+
+PATTERNS: dict[str, SplitPattern] = {p.name: p for p in (GPT2, GPT4, O200K, GPT4_DIGITS)}
 
 
 def get_pattern(name: str) -> SplitPattern:
-    """Return the pattern called ``name`` (``gpt2``, ``gpt4`` or ``o200k``)."""
+    """Return the pattern called ``name`` (``gpt2``, ``gpt4``, ``o200k`` or ``gpt4-digits``)."""
     try:
         return PATTERNS[name]
     except KeyError:

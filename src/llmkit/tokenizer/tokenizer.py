@@ -126,6 +126,12 @@ class Tokenizer:
                 specials[n] = max([*self.ranks.values(), *specials.values()]) + 1
         return Tokenizer(self.ranks, self.pattern, specials, name=self.name, engine=self.engine_name)
 
+    def with_pattern(self, pattern: SplitPattern | str) -> Tokenizer:
+        """The same ranks and special tokens with another split pattern (a name or a
+        :class:`SplitPattern`), e.g. ``tok.with_pattern(single_digits(tok.pattern))``."""
+        return Tokenizer(self.ranks, get_pattern(pattern) if isinstance(pattern, str) else pattern, self.special_tokens,
+                         name=self.name, engine=self.engine_name)
+
     def with_engine(self, engine: EngineName) -> Tokenizer:
         """The same tokenizer run by another engine."""
         return Tokenizer(self.ranks, self.pattern, self.special_tokens, name=self.name, engine=engine)

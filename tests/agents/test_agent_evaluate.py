@@ -4,6 +4,7 @@ calculator with the right expression, and one that can only guess."""
 from __future__ import annotations
 
 import json
+import re
 
 from llmkit.agents.evaluate import arithmetic_tasks, solved, tool_use_eval
 from llmkit.finetune.calculator import evaluate, format_number
@@ -29,6 +30,14 @@ def test_tasks_are_held_out_and_exact():
     tasks = arithmetic_tasks(20)
     assert len({t["question"] for t in tasks}) > 15
     assert all(t["answer"] == format_number(evaluate(t["expression"])) for t in tasks)
+
+
+def test_tasks_of_chosen_kinds():
+    from llmkit.finetune.sft_data import LARGE_NUMBER_KINDS
+
+    tasks = arithmetic_tasks(40, kinds=LARGE_NUMBER_KINDS)
+    assert all(3 <= len(x) <= 4 for t in tasks for x in re.findall(r"\d+", t["expression"]))
+    assert arithmetic_tasks(40) != tasks
 
 
 def test_solved_matches_whole_numbers_only():

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from llmkit.finetune.calculator import MAX_EXPRESSION_CHARS, calculator_tool, evaluate, format_number
 from llmkit.chat import normalize_messages
 from llmkit.finetune.sft_data import (
+    LARGE_NUMBER_KINDS,
     PROBLEM_KINDS,
     arithmetic_conversations,
     default_sft_dataset,
@@ -145,6 +146,24 @@ def test_arithmetic_conversations_call_the_calculator_and_state_its_result():
     assert any("." in c[-2]["content"] for c in convs) and any(c[-2]["content"].startswith("-") for c in convs)  # decimals, negatives
     assert len(kinds_seen) >= len(PROBLEM_KINDS)
     assert 0.3 < sum(c[0]["role"] == "system" for c in convs) / len(convs) < 0.7
+
+
+def test_large_number_problems_have_3_or_4_digit_operands():
+    convs = arithmetic_conversations(400, seed=5, kinds=LARGE_NUMBER_KINDS)
+    sizes, kinds_seen = set(), set()
+    for conv in convs:
+        user, call, tool, answer = conv[-4:]
+        expr = call["tool_calls"][0]["arguments"]["expression"]
+        operands = re.findall(r"\d+", expr)
+        assert len(operands) == 2 and all(3 <= len(x) <= 4 for x in operands), expr
+        assert all(x in user["content"] for x in operands)  # every operand is copied from the question
+        assert tool["content"] == format_number(evaluate(expr)) and tool["content"] in answer["content"]
+        sizes.update(len(x) for x in operands)
+        kinds_seen.add(re.sub(r"\d+", "#", user["content"])[:20])
+    assert sizes == {3, 4} and len(kinds_seen) >= len(LARGE_NUMBER_KINDS)
+    assert set(LARGE_NUMBER_KINDS) <= set(PROBLEM_KINDS)
+    with pytest.raises(ValueError, match="no problem kinds"):
+        arithmetic_conversations(3, kinds=())
 
 
 @pytest.fixture(scope="module")

@@ -171,6 +171,25 @@ def test_cli_trains_from_a_jsonl_file(cli, base, convs, tmp_path):
     assert runner.invoke(cli, args + ["--force"]).exit_code == 0
 
 
+def test_cli_trains_a_tool_user_with_digits_split(cli, base, tmp_path):
+    """--data tools --split-digits: the run's tokenizer keeps the base's ranks and splits
+    numbers into digits; the template's tool turns encode with it."""
+    from llmkit.agents.loop import LlmkitToolModel
+    from llmkit.chat import ChatTemplate
+
+    out = tmp_path / "tools"
+    r = runner.invoke(cli, ["sft", str(base), "--data", "tools", "--n-arith", "20", "--n-large", "10", "--n-rag", "6", "-o", str(out),
+                            "--steps", "2", "--batch-size", "4", "--split-digits", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    tok = Tokenizer.load(out / "model")
+    base_tok = Tokenizer.load(base)
+    assert tok.pattern.name == "gpt4-digits" and tok.ranks == base_tok.ranks
+    pieces = [tok.decode([i]) for i in tok.encode("4821 * 377 = 1817517")]
+    assert "".join(p for p in pieces if p.isdigit()) == "48213771817517" and all(len(p) == 1 for p in pieces if any(c.isdigit() for c in p))
+    model = LlmkitToolModel(out)  # loads with the digit-splitting tokenizer and the template
+    assert isinstance(model.template, ChatTemplate) and model.tokenizer.pattern.name == "gpt4-digits"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -22,13 +22,15 @@ EVAL_SEED = 10_007
 """The held-out seed (training sets are generated with small seeds)."""
 
 
-def arithmetic_tasks(n: int, seed: int = EVAL_SEED) -> list[dict]:
-    """``[{"question", "expression", "answer"}]``: generated word problems and their exact results."""
+def arithmetic_tasks(n: int, seed: int = EVAL_SEED, kinds=None) -> list[dict]:
+    """``[{"question", "expression", "answer"}]``: generated word problems and their exact
+    results; ``kinds`` as :func:`llmkit.finetune.sft_data.arithmetic_conversations` takes
+    them (default all)."""
     from llmkit.finetune.calculator import evaluate, format_number
-    from llmkit.finetune.sft_data import arithmetic_conversations
+    from llmkit.finetune.sft_data import PROBLEM_KINDS, arithmetic_conversations
 
     tasks = []
-    for conv in arithmetic_conversations(n, seed=seed):
+    for conv in arithmetic_conversations(n, seed=seed, kinds=kinds or PROBLEM_KINDS):
         user = next(m for m in conv if m["role"] == "user")
         call = next(m for m in conv if m.get("tool_calls"))["tool_calls"][0]
         expr = call["arguments"]["expression"]
@@ -41,11 +43,11 @@ def solved(answer: str, expected: str) -> bool:
     return re.search(rf"(?<![\d.]){re.escape(expected)}(?![\d]|\.\d)", answer) is not None
 
 
-def tool_use_eval(model, n: int = 100, *, seed: int = EVAL_SEED, max_steps: int = 3, system: str | None = None,
+def tool_use_eval(model, n: int = 100, *, seed: int = EVAL_SEED, kinds=None, max_steps: int = 3, system: str | None = None,
                   log: Callable[[str], None] = lambda s: None) -> dict:
-    """Accuracy with and without the calculator on ``n`` held-out problems, tool calls and
-    errors counted, and a few transcripts."""
-    tasks = arithmetic_tasks(n, seed)
+    """Accuracy with and without the calculator on ``n`` held-out problems (of ``kinds``,
+    default all), tool calls and errors counted, and a few transcripts."""
+    tasks = arithmetic_tasks(n, seed, kinds)
     out: dict = {"problems": n, "seed": seed}
     for name, tools in (("with_tools", [calculator]), ("without_tools", [])):
         right = calls = errors = answered = 0

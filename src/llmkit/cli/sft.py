@@ -15,7 +15,7 @@ from llmkit.cli._common import cli_errors, console, err_console, fail
 @cli_errors
 def sft(
     base: Annotated[Optional[Path], typer.Argument(help="the pre-trained run (llmkit train -o RUN) or model directory")] = None,
-    data: Annotated[str, typer.Option("--data", help="JSONL conversations, or 'default' for llmkit's generated set")] = "default",
+    data: Annotated[str, typer.Option("--data", help="JSONL conversations, 'default' for llmkit's generated chat set, or 'tools' for the tool-use set (calculator + rag_search)")] = "default",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="run directory to write")] = None,
     steps: Annotated[int, typer.Option("--steps", help="optimizer steps")] = 300,
     batch_size: Annotated[int, typer.Option("--batch-size", help="conversations per step")] = 16,
@@ -24,6 +24,9 @@ def sft(
     seed: Annotated[int, typer.Option("--seed", help="seed of the generated data, the split and training")] = 0,
     n_arith: Annotated[int, typer.Option("--n-arith", help="generated calculator word problems")] = 2000,
     n_qa: Annotated[int, typer.Option("--n-qa", help="generated questions about stdlib functions")] = 1000,
+    n_large: Annotated[int, typer.Option("--n-large", help="--data tools: extra word problems with 3-4 digit operands")] = 3000,
+    n_rag: Annotated[int, typer.Option("--n-rag", help="--data tools: rag_search conversations")] = 400,
+    split_digits: Annotated[bool, typer.Option("--split-digits", help="tokenize numbers digit by digit from now on (small models copy numbers far better)")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="replace an existing OUTPUT (or --export-data file)")] = False,
     export_data: Annotated[Optional[Path], typer.Option("--export-data", help="write the conversations to this JSONL file and exit")] = None,
@@ -40,13 +43,19 @@ def sft(
         from llmkit.inference import model_dir
 
         model_dir(base)  # a wrong BASE fails before the data is made
-    cfg = None if export_data else SFTConfig(steps=steps, batch_size=batch_size, lr=lr, max_len=max_len, seed=seed, device=device)
-    convs = default_sft_dataset(n_arith, n_qa, seed) if data == "default" else load_conversations(data)
+    cfg = None if export_data else SFTConfig(steps=steps, batch_size=batch_size, lr=lr, max_len=max_len, seed=seed, device=device,
+                                             split_digits=split_digits)
+    if data == "tools":
+        from llmkit.agents.data import tool_use_dataset
+
+        convs = tool_use_dataset(n_arith, n_large, n_rag, seed)
+    else:
+        convs = default_sft_dataset(n_arith, n_qa, seed) if data == "default" else load_conversations(data)
     if export_data is not None:
         save_conversations(export_data, convs, overwrite=force)
         console.print(f"wrote {len(convs)} conversations to {export_data}", highlight=False)
         return
-    err_console.print(f"{len(convs)} conversations from {'the generated set' if data == 'default' else data}", highlight=False)
+    err_console.print(f"{len(convs)} conversations from {'the generated set' if data in ('default', 'tools') else data}", highlight=False)
     m = train_sft(base, convs, output, cfg, overwrite=force, log=lambda s: err_console.print(s, highlight=False, markup=False))
     if m["val_loss"] is not None:
         console.print(f"val loss on assistant tokens: {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}", highlight=False)

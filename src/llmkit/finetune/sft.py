@@ -37,6 +37,7 @@ from llmkit._io import atomic_write_text, refuse_nonempty_dir, staged_dir
 from llmkit.chat import IGNORE_INDEX, TEMPLATE_NAME, ChatTemplate, Conversation, ensure_chat_tokens
 from llmkit.models.gpt import GPT
 from llmkit.tokenizer import Tokenizer
+from llmkit.tokenizer.patterns import single_digits
 
 Example = tuple[list[int], list[int]]  # (input ids, targets with -100 outside the loss mask)
 
@@ -67,6 +68,10 @@ class SFTConfig:
     seed: int = 0
     device: str = "auto"
     """auto (cuda, then mps, then cpu), or a torch device string."""
+    split_digits: bool = False
+    """Tokenize numbers digit by digit from now on (the base's split pattern made
+    :func:`~llmkit.tokenizer.patterns.single_digits`; the run's tokenizer keeps it): a small
+    model then copies numbers into tool calls and answers far more reliably."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "log_every"):
@@ -254,6 +259,8 @@ def train_sft(
     if kind != "gpt":
         raise ValueError(f"{base} holds a {kind} model; chat tuning needs a GPT (a decoder that writes left to right)")
     chat_tok = ensure_chat_tokens(tok)
+    if cfg.split_digits:
+        chat_tok = chat_tok.with_pattern(single_digits(chat_tok.pattern))
     template = ChatTemplate(chat_tok)
     max_len = min(cfg.max_len or model.config.context_length, model.config.context_length)
     examples, counts = build_examples(template, conversations, max_len)

@@ -148,21 +148,74 @@ def _unit_price(rng: random.Random) -> Problem:
             f"{total} / {n}", "One costs {r} dollars.")
 
 
+# -- 3 and 4 digit operands: what a small model cannot do in its head --------------------
+
+_STORES = (("warehouse", "boxes"), ("library", "books"), ("farm", "eggs"), ("shop", "items"), ("school", "pencils"), ("port", "containers"))
+_FACTORIES = (("factory", "bottles"), ("bakery", "rolls"), ("mill", "bags"), ("press", "pages"), ("mint", "coins"))
+_OPS = {"+": "plus", "-": "minus", "*": "times"}
+
+
+def _operand(rng: random.Random) -> int:
+    """A 3 or 4 digit number, either size equally likely."""
+    return rng.randint(100, 999) if rng.random() < 0.5 else rng.randint(1000, 9999)
+
+
+def _big_restock(rng: random.Random) -> Problem:
+    (place, things), a, b = rng.choice(_STORES), _operand(rng), _operand(rng)
+    return (f"A {place} has {a} {things} and gets {b} more. How many {things} does it have now?",
+            f"{a} + {b}", f"The {place} now has {{r}} {things}.")
+
+
+def _big_remaining(rng: random.Random) -> Problem:
+    (place, things), a, b = rng.choice(_STORES), _operand(rng), _operand(rng)
+    a, b = max(a, b), min(a, b)
+    return (f"A {place} had {a} {things} and gave away {b}. How many {things} are left?",
+            f"{a} - {b}", f"{{r}} {things} are left.")
+
+
+def _big_production(rng: random.Random) -> Problem:
+    (place, things), a, days = rng.choice(_FACTORIES), _operand(rng), rng.randint(100, 999)
+    return (f"A {place} makes {a} {things} a day. How many {things} does it make in {days} days?",
+            f"{a} * {days}", f"It makes {{r}} {things} in {days} days.")
+
+
+def _big_packing(rng: random.Random) -> Problem:
+    (_, things), size = rng.choice(_STORES), rng.randint(100, 999)
+    total = rng.randint(max(1000, size), 9999)
+    return (f"{total} {things} are packed in crates of {size}. How many full crates are there?",
+            f"{total} // {size}", f"There are {{r}} full crates.")
+
+
+def _big_bare(rng: random.Random) -> Problem:
+    a, b, op = _operand(rng), _operand(rng), rng.choice(tuple(_OPS))
+    question = rng.choice((f"What is {a} {op} {b}?", f"Calculate {a} {op} {b}.", f"What is {a} {_OPS[op]} {b}?"))
+    return question, f"{a} {op} {b}", "The result is {r}."
+
+
+LARGE_NUMBER_KINDS: tuple[Callable[[random.Random], Problem], ...] = (
+    _big_restock, _big_remaining, _big_production, _big_packing, _big_bare,
+)
+"""Problems whose operands have 3 or 4 digits (the agents issue's goal is measured on these)."""
+
 PROBLEM_KINDS: tuple[Callable[[random.Random], Problem], ...] = (
     _shopping_total, _shopping_change, _travel_distance, _travel_time, _sharing, _area,
     _percentage, _savings, _temperature, _growth, _average, _reading, _unit_price,
-)
+) + LARGE_NUMBER_KINDS
 
 
-def arithmetic_conversations(n: int, seed: int = 0) -> list[Conversation]:
+def arithmetic_conversations(n: int, seed: int = 0, kinds: Sequence[Callable[[random.Random], Problem]] = PROBLEM_KINDS) -> list[Conversation]:
     """``n`` word problems solved with the calculator: user question, assistant tool call
     ``calculator({"expression": ...})``, tool result, assistant answer stating the result.
-    About half start with a system prompt. The same ``(n, seed)`` gives the same list."""
+    About half start with a system prompt. ``kinds``: the problem generators to draw from
+    (default all; :data:`LARGE_NUMBER_KINDS` for 3-4 digit operands only). The same
+    ``(n, seed, kinds)`` gives the same list."""
     _check_count(n)
+    if not kinds:
+        raise ValueError("no problem kinds to draw from")
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        question, expr, answer = rng.choice(PROBLEM_KINDS)(rng)
+        question, expr, answer = rng.choice(kinds)(rng)
         result = format_number(evaluate(expr))
         conv = [{"role": "system", "content": SYSTEM_PROMPT}] if rng.random() < 0.5 else []
         conv += [
@@ -339,6 +392,6 @@ def save_conversations(path: str | os.PathLike, conversations: Sequence[Conversa
 
 
 __all__ = [
-    "CALCULATOR", "PROBLEM_KINDS", "SYSTEM_PROMPT", "FunctionDoc", "arithmetic_conversations", "default_sft_dataset",
+    "CALCULATOR", "LARGE_NUMBER_KINDS", "PROBLEM_KINDS", "SYSTEM_PROMPT", "FunctionDoc", "arithmetic_conversations", "default_sft_dataset",
     "documented_functions", "load_conversations", "pydocs_qa_conversations", "save_conversations",
 ]

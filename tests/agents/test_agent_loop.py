@@ -145,6 +145,13 @@ def test_agent_cli(tmp_path):
         assert bad.exit_code != 0 and "unknown tool 'teleport'" in bad.output
         again = CliRunner().invoke(app, ["x", "--backend", backend, "--transcript", str(tmp_path / "t.jsonl")])
         assert again.exit_code != 0 and "already exists" in again.output
+        bare = CliRunner().invoke(app, ["What is 21 * 2?", "--backend", backend, "--system", "", "--transcript", str(tmp_path / "t2.jsonl")])
+        assert bare.exit_code == 0 and len((tmp_path / "t2.jsonl").read_text().splitlines()) == 4  # no system message
+        own = CliRunner().invoke(app, ["What is 21 * 2?", "--backend", backend, "--system", "Be terse.", "--transcript", str(tmp_path / "t3.jsonl")])
+        assert own.exit_code == 0 and json.loads((tmp_path / "t3.jsonl").read_text().splitlines()[0]) == {"role": "system", "content": "Be terse."}
+        for opt, value, message in (("--rag-k", "0", "--rag-k must be between 1 and 10"), ("--rag-chars", "5", "--rag-chars must be >= 20")):
+            r = CliRunner().invoke(app, ["x", "--backend", backend, opt, value])
+            assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output
     finally:
         server.shutdown()
     down = CliRunner().invoke(app, ["x", "--backend", "openai:http://127.0.0.1:9/v1#m"])

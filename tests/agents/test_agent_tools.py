@@ -168,3 +168,15 @@ def test_rag_search_returns_cited_passages(tmp_path):
     out = search("how long to steep green tea", k=1)
     assert out.startswith("[1] tea (lines 1-1):") and "two minutes" in out
     assert call_tool({"rag_search": search}, "rag_search", {"query": "x", "k": 50}) == "error: k must be between 1 and 10"
+    # the plain rag_search tool takes its index, default k and passage length from configure()
+    from llmkit.agents import tools
+
+    saved = dict(tools._settings)
+    try:
+        tools.configure(index=tmp_path / "index", rag_k=1, rag_chars=30)
+        out = tools.rag_search("how long to steep green tea")
+        assert out.startswith("[1] tea (line 1):\nGreen tea steeps") and out.endswith("...") and "[2]" not in out
+        assert len(out.split("\n", 1)[1]) <= 30 and "[2]" in tools.rag_search("green tea", k=2)
+    finally:
+        tools._settings.clear()
+        tools._settings.update(saved)

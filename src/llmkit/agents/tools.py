@@ -14,21 +14,25 @@ another root or index. Errors are raised as exceptions with one-line messages; t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["BUILTIN_TOOLS", "calculator", "configure", "make_rag_search", "make_read_file", "python", "rag_search", "read_file"]
+__all__ = ["BUILTIN_TOOLS", "calculator", "configure", "format_passage", "make_rag_search", "make_read_file", "passage_snippet", "python",
+           "rag_search", "read_file"]
 
-_settings = {"root": None, "index": "runs/index", "python_timeout": 10.0, "python_memory_mb": 512}
+_settings = {"root": None, "index": "runs/index", "python_timeout": 10.0, "python_memory_mb": 512, "rag_k": 3, "rag_chars": 1200}
 _retrievers: dict[str, object] = {}
 MAX_FILE_CHARS = 20_000
 
 
 def configure(*, root: str | os.PathLike | None = None, index: str | os.PathLike | None = None, python_timeout: float | None = None,
-              python_memory_mb: int | None = None) -> None:
-    """Set what ``read_file`` may read (``root``), what ``rag_search`` searches (``index``) and the
-    python tool's limits."""
-    for key, value in (("root", root), ("index", index), ("python_timeout", python_timeout), ("python_memory_mb", python_memory_mb)):
+              python_memory_mb: int | None = None, rag_k: int | None = None, rag_chars: int | None = None) -> None:
+    """Set what ``read_file`` may read (``root``), what ``rag_search`` searches (``index``), how
+    many passages it returns by default (``rag_k``) and how long each may be (``rag_chars``),
+    and the python tool's limits."""
+    for key, value in (("root", root), ("index", index), ("python_timeout", python_timeout), ("python_memory_mb", python_memory_mb),
+                       ("rag_k", rag_k), ("rag_chars", rag_chars)):
         if value is not None:
             _settings[key] = str(value) if key in ("root", "index") else value
 
@@ -89,8 +93,60 @@ def read_file(path: str) -> str:
     return make_read_file(_settings["root"] or os.getcwd())(path)
 
 
-def make_rag_search(index: str | os.PathLike, k_default: int = 3) -> Callable[..., str]:
-    """A ``rag_search`` tool over ``index`` (loaded on first use, then kept)."""
+def passage_snippet(text: str, query: str, max_chars: int) -> tuple[int, str]:
+    """The part of a passage worth showing a model whose context is small: from the first
+    line that defines one of the query's names (``heappush(...)`` for "heapq.heappush") or,
+    failing that, the line holding the most of the query's words (the first line when none
+    does), lines stripped of their indentation and blank ones dropped, cut to ``max_chars``
+    at a line or word end ("..." marks a cut). Returns ``(line offset in text, snippet)``."""
+    if max_chars < 20:
+        raise ValueError("max_chars must be >= 20")
+    lines = text.split("\n")
+    terms = [t.lower() for t in re.findall(r"[A-Za-z_]\w*", query)]
+    start = _definition_line(lines, _name_terms(query))
+    if start is None:
+        scores = [len(set(terms) & {w.lower() for w in re.findall(r"[A-Za-z_]\w*", ln)}) for ln in lines]
+        start = max(range(len(lines)), key=lambda i: (scores[i], -i)) if lines else 0
+    out = "\n".join(ln.strip() for ln in lines[start:] if ln.strip())
+    if len(out) > max_chars:
+        cut = out[: max_chars - 3]
+        end = max(cut.rfind("\n"), cut.rfind(" "))
+        out = (cut[:end] if end > max_chars // 2 else cut).rstrip() + "..."
+    return start, out
+
+
+def _name_terms(query: str) -> list[str]:
+    """The query's words that may name a function: all but the module part of a dotted name
+    (``heapq.heappush`` gives ``heappush``)."""
+    modules = {m.lower() for m in re.findall(r"([A-Za-z_]\w*)\.(?=[A-Za-z_])", query)}
+    return [t.lower() for t in re.findall(r"[A-Za-z_]\w*", query) if t.lower() not in modules]
+
+
+def _definition_line(lines: list[str], terms: list[str]) -> int | None:
+    """The first line that starts ``term(`` for one of ``terms`` (the last term first)."""
+    for t in reversed(terms):
+        for i, ln in enumerate(lines):
+            if ln.strip().lower().startswith(t + "("):
+                return i
+    return None
+
+
+def format_passage(i: int, doc_id: str, line_start: int, line_end: int, text: str, query: str, max_chars: int) -> str:
+    """How ``rag_search`` shows its ``i``-th passage: ``[i] doc (lines a-b):`` and the text when
+    it fits ``max_chars``, else ``[i] doc (line n):`` and :func:`passage_snippet`'s part."""
+    body = text.strip()
+    if len(body) <= max_chars:
+        return f"[{i}] {doc_id} (lines {line_start}-{line_end}):\n{body}"
+    offset, snippet = passage_snippet(text, query, max_chars)
+    return f"[{i}] {doc_id} (line {line_start + offset}):\n{snippet}"
+
+
+def make_rag_search(index: str | os.PathLike, k_default: int = 3, max_chars: int = 1200) -> Callable[..., str]:
+    """A ``rag_search`` tool over ``index`` (loaded on first use, then kept). Passages longer
+    than ``max_chars`` show their best part (:func:`passage_snippet`): a model with a short
+    context wants ``k_default=1`` and a few hundred characters."""
+    if max_chars < 20:
+        raise ValueError("max_chars must be >= 20")
 
     def rag_search(query: str, k: int = k_default) -> str:
         """Search the documentation index; returns the best passages, each with its source.
@@ -106,21 +162,25 @@ def make_rag_search(index: str | os.PathLike, k_default: int = 3) -> Callable[..
         key = str(index)
         if key not in _retrievers:
             _retrievers[key] = Retriever(key)
-        hits = _retrievers[key].retrieve(query, k)
-        return "\n\n".join(f"[{i}] {h.chunk.doc_id} (lines {h.chunk.line_start}-{h.chunk.line_end}):\n{h.chunk.text.strip()[:1200]}"
-                           for i, h in enumerate(hits, 1)) or "no passage found"
+        # A passage that defines a name of the query ("heappush(" for "heapq.heappush") goes
+        # first: documentation searches are mostly for one function.
+        terms = _name_terms(query)
+        pool = _retrievers[key].retrieve(query, max(k, 8))
+        hits = sorted(pool, key=lambda h: _definition_line(h.chunk.text.split("\n"), terms) is None)[:k]
+        return "\n\n".join(format_passage(i, h.chunk.doc_id, h.chunk.line_start, h.chunk.line_end, h.chunk.text, query, max_chars)
+                             for i, h in enumerate(hits, 1)) or "no passage found"
 
     return rag_search
 
 
-def rag_search(query: str, k: int = 3) -> str:
+def rag_search(query: str, k: int | None = None) -> str:
     """Search the documentation index; returns the best passages, each with its source.
 
     Args:
         query: what to look for, in words.
         k: how many passages to return (1 to 10).
     """
-    return make_rag_search(_settings["index"])(query, k)
+    return make_rag_search(_settings["index"], max_chars=int(_settings["rag_chars"]))(query, int(_settings["rag_k"]) if k is None else k)
 
 
 BUILTIN_TOOLS: dict[str, Callable] = {"calculator": calculator, "python": python, "read_file": read_file, "rag_search": rag_search}

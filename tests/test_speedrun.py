@@ -45,6 +45,13 @@ def test_quick_speedrun_from_the_cli_writes_report_and_figures(tmp_path):
     rag = json.loads((out / "stages" / "rag.json").read_text())["results"]
     assert len(rag["answers"]) == 3 and all(a["quotes"] and a["sources"] for a in rag["answers"])
     assert set(rag["eval"]) == {"dense", "bm25", "hybrid"} and rag["questions"] >= 10
+    ag = json.loads((out / "stages" / "agents.json").read_text())["results"]
+    assert ag["calculator"]["problems"] == 20 and ag["rag"]["questions"] >= 1
+    assert 0 <= ag["calculator"]["with_tools"]["accuracy"] <= 1 and ag["sft"]["val_loss"] < ag["sft"]["initial_val_loss"]
+    for name in ("transcript_calculator.jsonl", "transcript_rag.jsonl"):
+        first = json.loads((out / "agent" / name).read_text().split("\n")[0])
+        assert first["role"] == "user"
+    assert (out / "agent" / "model" / "llmkit_tokenizer.json").read_text().count("gpt4-digits") == 1
     assert "serve the model it trained: llmkit serve" in r.output and "curl http://127.0.0.1:8000/v1/completions" in r.output
     assert "[skip]" in CliRunner().invoke(app, ["speedrun", "--quick", "--out", str(out)]).output
 
@@ -54,7 +61,7 @@ def small_config(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(" ".join(f"word{i % 97} value{i % 13}." for i in range(4000)), encoding="utf-8")
     return SpeedrunConfig(out_dir=tmp_path / "run", quick=True, corpus=str(corpus), quick_vocab_size=300, quick_pretrain_steps=4, quick_compare_budget=600,
-                          quick_classify_per_class=12, quick_classify_steps=3)
+                          quick_classify_per_class=12, quick_classify_steps=3, quick_agent_steps=3)
 
 
 def test_finished_stages_are_not_redone(small_config, monkeypatch):
@@ -76,7 +83,7 @@ def test_changed_settings_rerun_the_stage(small_config):
     run_speedrun(small_config, log=lambda m: None)
     logs: list[str] = []
     changed = SpeedrunConfig(out_dir=small_config.out_dir, quick=True, corpus=small_config.corpus, quick_vocab_size=320, quick_pretrain_steps=4, quick_compare_budget=600,
-                          quick_classify_per_class=12, quick_classify_steps=3)
+                          quick_classify_per_class=12, quick_classify_steps=3, quick_agent_steps=3)
     run_speedrun(changed, log=logs.append)
     assert "[skip] 1. Corpus (done in an earlier run)" in logs
     assert any(m.startswith("[run ] 2.") for m in logs)

@@ -38,6 +38,8 @@ class SpeedrunConfig:
     classify_steps: int = 300
     classify_hf_steps: int = 150
     quick_classify_steps: int = 40
+    agent_steps: int = 1500
+    quick_agent_steps: int = 40
 
     @property
     def effective_vocab_size(self) -> int:
@@ -178,6 +180,7 @@ def _lm_stages() -> list[Stage]:
     from llmkit import speedrun_finetune as ft
     from llmkit import speedrun_hf as hf
     from llmkit import speedrun_lm as lm
+    from llmkit import speedrun_agents as ag
     from llmkit import speedrun_rag as rag
 
     def pre(c: SpeedrunConfig) -> dict:
@@ -201,6 +204,8 @@ def _lm_stages() -> list[Stage]:
         Stage("hf", "9. Hugging Face: export, pipeline, memory", hf.run_hf, hf.report_hf, pre, ("hf/gpt/model.safetensors",)),
         Stage("rag", "10. Retrieval-augmented answers over pydocs", rag.run_rag, rag.report_rag, lambda c: {"quick": c.quick, **rag.rag_settings(c)},
               ("rag/index/meta.json",)),
+        Stage("agents", "11. A tool-using model: calculator and rag_search", ag.run_agents, ag.report_agents,
+              lambda c: {**pre(c), "rag": rag.rag_settings(c), "agents": ag.agent_settings(c)}, ("agent/model/model.safetensors",)),
     ]
 
 

@@ -150,7 +150,8 @@ def test_speedrun_redoes_a_stage_whose_outputs_are_gone(tmp_path):
 
     corpus = tmp_path / "c.txt"
     corpus.write_text(" ".join(f"w{i % 50} v{i % 7}." for i in range(3000)), encoding="utf-8")
-    cfg = SpeedrunConfig(out_dir=tmp_path / "sr", quick=True, corpus=str(corpus), quick_vocab_size=280, quick_pretrain_steps=3, quick_compare_budget=300)
+    cfg = SpeedrunConfig(out_dir=tmp_path / "sr", quick=True, corpus=str(corpus), quick_vocab_size=280, quick_pretrain_steps=3, quick_compare_budget=300,
+                         quick_agent_steps=3)
     run_speedrun(cfg, log=lambda m: None)
     shutil.rmtree(tmp_path / "sr" / "tokenizer")
     logs: list[str] = []

@@ -25,6 +25,11 @@ def test_snippet_starts_at_the_definition_of_the_queried_name():
     # the module part of a dotted name is not a function name; without a definition, the line with most query words
     assert passage_snippet("x\nthe heap invariant holds\ny", "heap invariant", 100) == (1, "the heap invariant holds\ny")
     assert passage_snippet("a\nb", "zzz", 100) == (0, "a\nb")
+    # names: a dotted name's last part, a call, backticks, underscores, a one-word query; prose names nothing
+    text = "intro\nparse(x)\nhow to parse arguments from the command line\njoin(a, b)"
+    assert passage_snippet(text, "How do I parse arguments?", 100)[0] == 2
+    assert passage_snippet(text, "parse", 100)[0] == passage_snippet(text, "what does `parse` do", 100)[0] == 1
+    assert passage_snippet(text, "os.path.join", 100)[0] == passage_snippet(text, "call join() here", 100)[0] == 3
 
 
 def test_snippet_cuts_at_a_word_end_and_marks_the_cut():

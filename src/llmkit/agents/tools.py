@@ -116,10 +116,15 @@ def passage_snippet(text: str, query: str, max_chars: int) -> tuple[int, str]:
 
 
 def _name_terms(query: str) -> list[str]:
-    """The query's words that may name a function: all but the module part of a dotted name
-    (``heapq.heappush`` gives ``heappush``)."""
-    modules = {m.lower() for m in re.findall(r"([A-Za-z_]\w*)\.(?=[A-Za-z_])", query)}
-    return [t.lower() for t in re.findall(r"[A-Za-z_]\w*", query) if t.lower() not in modules]
+    """The query's words that name a function: the last part of a dotted name (``heapq.heappush``
+    gives ``heappush``), a word written as a call (``dumps(``), in backticks or with an
+    underscore, or the whole query when it is one word. Plain prose names nothing."""
+    words = re.findall(r"[A-Za-z_]\w*", query)
+    if len(words) == 1:
+        return [words[0].lower()]
+    names = [d.rsplit(".", 1)[1] for d in re.findall(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", query)] + re.findall(r"([A-Za-z_]\w*)\s*\(", query)
+    names += re.findall(r"`([A-Za-z_]\w*)`", query) + [w for w in words if "_" in w.strip("_")]
+    return list(dict.fromkeys(n.lower() for n in names))
 
 
 def _definition_line(lines: list[str], terms: list[str]) -> int | None:

@@ -7,6 +7,7 @@ RAG index of the previous stage, and show one transcript of each tool."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def agent_settings(c) -> dict:
@@ -43,7 +44,7 @@ def run_agents(ctx) -> dict:
     with open_store(index) as store:
         indexed = {d.id for d in store.documents()}
     search = make_rag_search(index, k_default=1, max_chars=SNIPPET_CHARS)
-    tasks = [t for t in rag_search_tasks(200) if t["module"] in indexed][: s["eval_questions"]]
+    tasks = [t for t in rag_search_tasks() if t["module"] in indexed][: s["eval_questions"]]
     rag_rows = []
     for t in tasks:
         r = run_agent(t["question"], model, [search], max_steps=3, system=None)
@@ -63,7 +64,7 @@ def run_agents(ctx) -> dict:
            "passage_has_answer": sum(r["passage_has_answer"] for r in rag_rows) / n, "answered": sum(r["answered"] for r in rag_rows) / n,
            "quoted": sum(r["quoted"] for r in rag_rows) / n,
            "transcript": shown["result"].transcript() if shown else ""}
-    return {"settings": s, "dir": str(out), "sft": {k: sft[k] for k in ("initial_val_loss", "val_loss", "seconds", "train_conversations")},
+    return {"settings": s, "dir": str(out), "index": str(index), "snippet_chars": SNIPPET_CHARS, "sft": {k: sft[k] for k in ("initial_val_loss", "val_loss", "seconds", "train_conversations")},
             "calculator": {"with_tools": _brief(report["with_tools"]), "without_tools": _brief(report["without_tools"]), "problems": report["problems"],
                            "transcript": calc.transcript(), "solved": calc.stopped == "answer" and solved(calc.answer, calc_task["answer"])},
             "rag": rag}
@@ -89,7 +90,7 @@ def report_agents(r: dict) -> str:
     lines = [f"The pre-trained GPT, chat-tuned for {r['settings']['steps']} steps on {sft['train_conversations']:,} tool-use conversations "
              f"(numbers tokenized digit by digit; {sft['seconds']:.0f} s; val loss on assistant tokens {sft['initial_val_loss']:.2f} -> "
              f"{sft['val_loss']:.2f}), in `{r['dir']}`." + (" A quick run trains far too briefly for the model to learn the tool-call "
-                                                           "format (the full speedrun trains 1,500 steps; its result is in the README)."
+                                                           "format (the full speedrun trains for longer; its result is in the README)."
                                                            if r["settings"]["steps"] < 200 else ""), "",
              f"Held-out word problems with 3-4 digit operands ({c['problems']}), exact answers:", "",
              "| | exact answers | tool calls | tool errors |", "| --- | ---: | ---: | ---: |",
@@ -98,11 +99,12 @@ def report_agents(r: dict) -> str:
              "One held-out problem with the calculator:", "", "```", c["transcript"], "```", ""]
     if g["questions"]:
         lines += [f"Questions about {g['questions']} held-out stdlib functions, through `rag_search` over the index of stage 10 (one passage of "
-                  f"at most 100 characters): the model searched in {g['called']:.0%} (with the exact name in {g['query_exact']:.0%}); a search "
+                  f"at most {r.get('snippet_chars', 100)} characters): the model searched in {g['called']:.0%} (with the exact name in {g['query_exact']:.0%}); a search "
                   f"for the exact name finds the documented sentence in {g['passage_has_answer']:.0%}; the model's answer was that sentence in "
                   f"{g['answered']:.0%}, and a sentence quoted word for word from the passage it got in {g['quoted']:.0%}.", "",
                   "```", g["transcript"], "```", ""]
+    index = r.get("index", str(Path(r["dir"]).parent / "rag" / "index"))
     lines.append(f"Try: `llmkit agent \"What is 4821 * 377?\" --backend llmkit:{r['dir']} --system \"\"` and "
                  f"`llmkit agent \"What does heapq.heappush do?\" --backend llmkit:{r['dir']} --tools rag_search --rag-index "
-                 f"{r['dir'].rsplit('/', 1)[0]}/rag/index --rag-k 1 --rag-chars 100 --system \"\"`.")
+                 f"{index} --rag-k 1 --rag-chars {r.get('snippet_chars', 100)} --system \"\"`.")
     return "\n".join(lines)

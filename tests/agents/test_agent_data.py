@@ -85,9 +85,8 @@ def test_training_passages_are_what_the_real_tool_returns(corpus, tmp_path):
     build_index(out=tmp_path / "index", documents=[d for d in corpus_documents("pydocs") if d.id in modules])
     search = make_rag_search(tmp_path / "index", k_default=1, max_chars=SNIPPET_CHARS)
     sub = [d for d in corpus if d.id in modules]
-    convs = rag_search_conversations(0, corpus=sub)
     pool = [c for held in (False, True) for c in rag_search_conversations(len(_all(sub, held)), corpus=sub, held_out=held)]
-    assert len(pool) >= 8 and convs == []
+    assert len(pool) >= 8 and len({c[2]["content"].split(" ")[1] for c in pool} & modules) >= 2
     same = []
     for c in pool:
         got, want = search(c[1]["tool_calls"][0]["arguments"]["query"]).removesuffix("..."), c[2]["content"].removesuffix("...")
@@ -102,10 +101,28 @@ def _all(corpus, held):
     return [f for f, _ in _searchable(corpus) if _held_out(f) == held]
 
 
+def test_a_defining_passage_of_the_named_module_ranks_first(tmp_path):
+    from llmkit.agents.tools import make_rag_search
+    from llmkit.rag.index import build_index
+    from llmkit.rag.ingest import Document
+
+    docs = [Document("alpha", "Alpha", "join(a, b)\n    Join two strings, the alpha way: with a comma between them."),
+            Document("beta", "Beta", "join(parts)\n    Join the parts of a beta path into one path."),
+            Document("gamma", "Gamma", "Paths are joined by the join function; joining paths is what gamma is about, join join join.")]
+    build_index(out=tmp_path / "index", documents=docs)
+    search = make_rag_search(tmp_path / "index", k_default=1)
+    assert search("beta.join").startswith("[1] beta ") and search("alpha.join").startswith("[1] alpha ")
+    assert search("how are paths joined in gamma", k=3).startswith("[1] gamma ")  # prose: the retriever's order
+
+
 def test_tool_use_dataset_mixes_all_three(corpus):
     convs = tool_use_dataset(n_arith=30, n_large=20, n_rag=10, seed=3, corpus=corpus)
     twice = tool_use_dataset(n_arith=0, n_large=0, n_rag=2000, corpus=corpus)  # more than the functions: a second pass
     assert len(twice) == 2000 and len({c[0]["content"] for c in twice}) > 1000
+    with pytest.raises(ValueError, match="no documented function"):
+        tool_use_dataset(n_arith=1, n_large=0, n_rag=5, corpus=[])
+    with pytest.raises(ValueError, match=">= 0"):
+        tool_use_dataset(n_arith=1, n_large=0, n_rag=-1, corpus=corpus)
     assert len(convs) == 60 and convs == tool_use_dataset(n_arith=30, n_large=20, n_rag=10, seed=3, corpus=corpus)
     tools = [m["tool_calls"][0]["name"] for c in convs for m in c if m.get("tool_calls")]
     assert tools.count("calculator") == 50 and tools.count(RAG_SEARCH) == 10

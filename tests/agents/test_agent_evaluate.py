@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from llmkit.agents.evaluate import arithmetic_tasks, solved, tool_use_eval
 from llmkit.finetune.calculator import evaluate, format_number
 
@@ -38,6 +40,8 @@ def test_tasks_of_chosen_kinds():
     tasks = arithmetic_tasks(40, kinds=LARGE_NUMBER_KINDS)
     assert all(3 <= len(x) <= 4 for t in tasks for x in re.findall(r"\d+", t["expression"]))
     assert arithmetic_tasks(40) != tasks
+    with pytest.raises(ValueError, match="no problem kinds"):
+        arithmetic_tasks(3, kinds=())
 
 
 def test_solved_matches_whole_numbers_only():

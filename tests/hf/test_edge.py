@@ -160,6 +160,20 @@ def test_gguf_roundtrip_tensors_and_metadata(run, tok, tmp_path):
     hf = tok.to_hf()
     assert all(tokens[i] == s for s, i in hf.get_vocab().items())
     assert meta[gguf.Keys.Tokenizer.MERGES] == [f"{a} {b}" for a, b in hf_merges(dict(tok.ranks))]
+    assert meta[gguf.Keys.Tokenizer.PRE] == "llama-bpe"  # llama.cpp's name for the gpt4 split
+
+
+def test_gguf_names_the_digit_split_pre_tokenizer(run, tok, tmp_path):
+    """A --split-digits tokenizer (gpt4's split, numbers digit by digit) is llama.cpp's qwen2 pre-tokenizer."""
+    import gguf
+    import shutil
+
+    d, _ = run
+    digits = tmp_path / "run"
+    shutil.copytree(d / "model", digits / "model")
+    tok.with_pattern("gpt4-digits").save(digits / "model", overwrite=True)
+    meta, _ = read_gguf(export_gguf(digits, tmp_path / "d.gguf"))
+    assert meta[gguf.Keys.Tokenizer.PRE] == "qwen2"
 
 
 def test_gguf_f16_and_refusals(run, tmp_path):

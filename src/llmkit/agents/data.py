@@ -69,15 +69,14 @@ def _searchable(corpus=None, *, max_chars: int = SNIPPET_CHARS) -> list[tuple[Fu
     return out
 
 
-def rag_search_conversations(n: int, seed: int = 0, *, held_out: bool = False, corpus=None,
-                             max_chars: int = SNIPPET_CHARS) -> list[Conversation]:
-    """``n`` conversations about distinct stdlib functions (training functions, or the
-    held-out ones with ``held_out=True``): question, ``rag_search`` call with the function's
-    name, the passage, and the documented first sentence as the answer."""
+def _pool(held_out: bool, corpus=None, max_chars: int = SNIPPET_CHARS) -> list[tuple[FunctionDoc, str]]:
+    return [(f, shown) for f, shown in _searchable(corpus, max_chars=max_chars) if _held_out(f) == held_out]
+
+
+def _conversations(pool: list[tuple[FunctionDoc, str]], n: int, seed: int, what: str) -> list[tuple[FunctionDoc, Conversation]]:
     _check_count(n)
-    pool = [(f, shown) for f, shown in _searchable(corpus, max_chars=max_chars) if _held_out(f) == held_out]
     if n > len(pool):
-        raise ValueError(f"asked for {n} rag_search conversations but only {len(pool)} {'held-out' if held_out else 'training'} functions qualify")
+        raise ValueError(f"asked for {n} rag_search conversations but only {len(pool)} {what} functions qualify")
     rng = random.Random(seed)
     out = []
     for f, shown in rng.sample(pool, n):
@@ -87,20 +86,25 @@ def rag_search_conversations(n: int, seed: int = 0, *, held_out: bool = False, c
             {"role": "tool", "name": RAG_SEARCH, "content": shown},
             {"role": "assistant", "content": " ".join(f.summary.split())},
         ]
-        out.append(conv)
+        out.append((f, conv))
     return out
 
 
-def rag_search_tasks(n: int, seed: int = 0, *, corpus=None) -> list[dict]:
-    """``[{"question", "query", "module", "answer"}]``: held-out functions to ask a tool-using model about."""
-    tasks = []
-    for conv in rag_search_conversations(n, seed, held_out=True, corpus=corpus):
-        user = next(m for m in conv if m["role"] == "user")
-        call = next(m for m in conv if m.get("tool_calls"))["tool_calls"][0]
-        query = call["arguments"]["query"]
-        tasks.append({"question": user["content"], "query": query, "module": query.split(".")[0] if "." in query else "builtins",
-                      "answer": conv[-1]["content"]})
-    return tasks
+def rag_search_conversations(n: int, seed: int = 0, *, held_out: bool = False, corpus=None,
+                             max_chars: int = SNIPPET_CHARS) -> list[Conversation]:
+    """``n`` conversations about distinct stdlib functions (training functions, or the
+    held-out ones with ``held_out=True``): question, ``rag_search`` call with the function's
+    name, the passage, and the documented first sentence as the answer."""
+    what = "held-out" if held_out else "training"
+    return [conv for _, conv in _conversations(_pool(held_out, corpus, max_chars), n, seed, what)]
+
+
+def rag_search_tasks(n: int | None = None, seed: int = 0, *, corpus=None) -> list[dict]:
+    """``[{"question", "query", "module", "answer"}]``: ``n`` (default all) held-out functions
+    to ask a tool-using model about."""
+    pool = _pool(True, corpus)
+    return [{"question": conv[0]["content"], "query": f.qualname, "module": f.module, "answer": conv[-1]["content"]}
+            for f, conv in _conversations(pool, len(pool) if n is None else n, seed, "held-out")]
 
 
 def tool_use_dataset(n_arith: int = 6000, n_large: int = 3000, n_rag: int = 400, seed: int = 0, *, corpus=None) -> list[Conversation]:
@@ -110,11 +114,14 @@ def tool_use_dataset(n_arith: int = 6000, n_large: int = 3000, n_rag: int = 400,
     number, each function comes again with another phrasing), shuffled
     together (deterministic for ``seed``). A model trained on it is run with no system
     prompt or that short one: a 128-token context has no room for a long one."""
+    _check_count(n_rag)
     convs = arithmetic_conversations(n_arith, seed, kinds=PROBLEM_KINDS)
     convs += arithmetic_conversations(n_large, seed + 1, kinds=LARGE_NUMBER_KINDS) if n_large else []
     if n_rag:
-        pool = sum(not _held_out(f) for f, _ in _searchable(corpus))
-        for k in range(0, n_rag, pool):  # more than there are functions: another pass, other phrasings
-            convs += rag_search_conversations(min(pool, n_rag - k), seed + k, corpus=corpus)
+        pool = _pool(False, corpus)
+        if not pool:
+            raise ValueError("no documented function of the corpus qualifies for rag_search conversations")
+        for k in range(0, n_rag, len(pool)):  # more than there are functions: another pass, other phrasings
+            convs += [conv for _, conv in _conversations(pool, min(len(pool), n_rag - k), seed + k, "training")]
     random.Random(seed).shuffle(convs)
     return convs

@@ -30,7 +30,7 @@ def arithmetic_tasks(n: int, seed: int = EVAL_SEED, kinds=None) -> list[dict]:
     from llmkit.finetune.sft_data import PROBLEM_KINDS, arithmetic_conversations
 
     tasks = []
-    for conv in arithmetic_conversations(n, seed=seed, kinds=kinds or PROBLEM_KINDS):
+    for conv in arithmetic_conversations(n, seed=seed, kinds=PROBLEM_KINDS if kinds is None else kinds):
         user = next(m for m in conv if m["role"] == "user")
         call = next(m for m in conv if m.get("tool_calls"))["tool_calls"][0]
         expr = call["arguments"]["expression"]

@@ -169,9 +169,15 @@ def make_rag_search(index: str | os.PathLike, k_default: int = 3, max_chars: int
             _retrievers[key] = Retriever(key)
         # A passage that defines a name of the query ("heappush(" for "heapq.heappush") goes
         # first: documentation searches are mostly for one function.
+        # A named module ("heapq" of "heapq.heappush") must be the passage's own.
         terms = _name_terms(query)
+        modules = {d.rsplit(".", i)[0] for d in re.findall(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", query) for i in range(1, d.count(".") + 1)}
         pool = _retrievers[key].retrieve(query, max(k, 8))
-        hits = sorted(pool, key=lambda h: _definition_line(h.chunk.text.split("\n"), terms) is None)[:k]
+
+        def defines(h) -> bool:
+            return (not modules or h.chunk.doc_id in modules) and _definition_line(h.chunk.text.split("\n"), terms) is not None
+
+        hits = sorted(pool, key=lambda h: not defines(h))[:k]
         return "\n\n".join(format_passage(i, h.chunk.doc_id, h.chunk.line_start, h.chunk.line_end, h.chunk.text, query, max_chars)
                              for i, h in enumerate(hits, 1)) or "no passage found"
 

@@ -43,7 +43,7 @@ from llmkit.tokenizer import Tokenizer
 from llmkit.tokenizer.files import hf_merges, token_to_string
 
 DTYPES = ("f32", "f16")
-PRE_TOKENIZERS = {"gpt2": "gpt-2", "gpt4": "llama-bpe", "o200k": "gpt-4o"}
+PRE_TOKENIZERS = {"gpt2": "gpt-2", "gpt4": "llama-bpe", "o200k": "gpt-4o", "gpt4-digits": "qwen2"}  # qwen2: gpt4's split, digits one by one
 
 
 def _tensor_name(kind, bid: int | None = None) -> str:

@@ -104,7 +104,7 @@ def report_agents(r: dict) -> str:
                   f"{g['answered']:.0%}, and a sentence quoted word for word from the passage it got in {g['quoted']:.0%}.", "",
                   "```", g["transcript"], "```", ""]
     index = r.get("index", str(Path(r["dir"]).parent / "rag" / "index"))
-    lines.append(f"Try: `llmkit agent \"What is 4821 * 377?\" --backend llmkit:{r['dir']} --system \"\"` and "
-                 f"`llmkit agent \"What does heapq.heappush do?\" --backend llmkit:{r['dir']} --tools rag_search --rag-index "
-                 f"{index} --rag-k 1 --rag-chars {r.get('snippet_chars', 100)} --system \"\"`.")
+    lines.append(f"Try: `llmkit agent \"A factory makes 4821 bottles a day. How many bottles does it make in 377 days?\" --backend "
+                 f"llmkit:{r['dir']} --system \"\"` and ``llmkit agent 'What does `heapq.heappush` do?' --backend llmkit:{r['dir']} --tools rag_search --rag-index "
+                 f"{index} --rag-k 1 --rag-chars {r.get('snippet_chars', 100)} --system \"\"``.")
     return "\n".join(lines)

@@ -32,8 +32,7 @@ import math
 import os
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from llmkit.finetune.data import (
     load_labelled,
     sample_per_class,
 )
+from llmkit.hf.quiet import quiet_hf
 
 __all__ = [
     "DATA_FORMATS", "DEFAULT_MODEL", "HFFinetuneConfig", "HFFinetuneResult", "PEFT_METHODS", "build_mt0_small",
@@ -239,7 +239,7 @@ def peft_parameter_line(model: str = DEFAULT_MODEL, cfg: HFFinetuneConfig | None
     cfg = cfg or HFFinetuneConfig(model=model)
     if task_type not in TASK_TYPES:
         raise ValueError(f"unknown task type {task_type!r}; choose one of {', '.join(TASK_TYPES)}")
-    with _quiet_hf():
+    with quiet_hf():
         if model.lower() in PRESETS:
             net = build_mt0_small()
         else:
@@ -282,7 +282,7 @@ def load_texts(source: str | os.PathLike, *, text_column: str = "text", label_co
         raise LabelledDataError(f"{source}: unsupported file type {suffix or '(none)'}; use {', '.join(DATA_FORMATS)}")
     # A local file is read into memory through a throw-away cache (no copy left behind in
     # ~/.cache for every file read); a hub data set uses the normal cache (download once).
-    with _quiet_hf(), tempfile.TemporaryDirectory(prefix="llmkit-datasets-") if local else contextlib.nullcontext() as cache:
+    with quiet_hf(), tempfile.TemporaryDirectory(prefix="llmkit-datasets-") if local else contextlib.nullcontext() as cache:
         try:
             if local:
                 extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
@@ -310,32 +310,6 @@ def _tokenized(tok, data: LabelledTexts, max_length: int):
 
 
 # -- training ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _quiet_hf() -> Iterator[None]:
-    """Silence transformers' and datasets' progress bars and load reports for the block (this
-    module logs what matters itself), restoring their settings after."""
-    import datasets
-    from transformers.utils import logging as tlog
-
-    t_level, d_level = tlog.get_verbosity(), datasets.logging.get_verbosity()
-    t_bars, d_bars = tlog.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    tlog.set_verbosity_error()
-    datasets.logging.set_verbosity_error()
-    tlog.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside peft/transformers, not the user's doing
-            yield
-    finally:
-        tlog.set_verbosity(t_level)
-        datasets.logging.set_verbosity(d_level)
-        if t_bars:
-            tlog.enable_progress_bar()
-        if d_bars:
-            datasets.enable_progress_bars()
-
-
 def _predictions(output) -> "object":
     preds = output.predictions
     return preds[0] if isinstance(preds, tuple) else preds
@@ -427,7 +401,7 @@ def hf_finetune(
     train, val, test = stratified_split(labelled, cfg.split, seed=cfg.seed)
     check_split(train, val, test)
     history: list[dict] = []
-    with _quiet_hf():
+    with quiet_hf():
         tok = _tokenizer(model_path)
         torch.manual_seed(cfg.seed)  # the new head's initialisation
         model = _with_labels(model_path, labelled.classes, tok)
@@ -570,7 +544,7 @@ def load_finetuned(run: str | os.PathLike, via: str = "merged"):
         raise ValueError(f"unknown via {via!r}; choose one of {', '.join(VIA)}")
     run = Path(run)
     report = read_json(run / "report.json", missing=f"{run} is not an llmkit hf finetune run (no report.json)")
-    with _quiet_hf():
+    with quiet_hf():
         task = report.get("task", "classification")
         if via == "merged":
             import transformers

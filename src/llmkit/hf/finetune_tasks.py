@@ -34,7 +34,6 @@ from llmkit.hf.finetune import (
     HFFinetuneConfig,
     HFFinetuneResult,
     _counts,
-    _quiet_hf,
     _start,
     _tokenizer,
     _with_labels,
@@ -43,6 +42,7 @@ from llmkit.hf.finetune import (
     save_run,
     train_with_trainer,
 )
+from llmkit.hf.quiet import quiet_hf
 
 __all__ = [
     "BUILTIN_NER", "BUILTIN_QA", "entities", "finetune_ner", "finetune_qa", "load_ner_rows", "load_qa_rows", "ner_scores", "squad_scores",
@@ -70,7 +70,7 @@ def _read_rows(source: str | os.PathLike, what: str) -> list[dict]:
         raise LabelledDataError(f"{source}: no such file")
     if local and suffix not in builders:
         raise LabelledDataError(f"{source}: unsupported file type {suffix or '(none)'} for {what}; use .json, .jsonl or .parquet")
-    with _quiet_hf(), tempfile.TemporaryDirectory(prefix="llmkit-datasets-") as cache:
+    with quiet_hf(), tempfile.TemporaryDirectory(prefix="llmkit-datasets-") as cache:
         try:
             if local:
                 ds = datasets.load_dataset(builders[suffix], data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True)
@@ -281,7 +281,7 @@ def finetune_ner(data: str | os.PathLike, out_dir: str | os.PathLike | None, con
     tags = _tag_set(rows)
     tag_id = {t: i for i, t in enumerate(tags)}
     history: list[dict] = []
-    with _quiet_hf():
+    with quiet_hf():
         tok = _fast_tokenizer(model_path, cfg, "NER needs one to map tokens to words")
         torch.manual_seed(cfg.seed)
         model = _with_labels(model_path, tags, tok, "ner")
@@ -367,7 +367,7 @@ def finetune_qa(data: str | os.PathLike, out_dir: str | os.PathLike | None, conf
     rows = load_qa_rows(data, limit=limit, seed=cfg.seed)
     train, val, test = _split(rows, cfg.split, cfg.seed)
     history: list[dict] = []
-    with _quiet_hf():
+    with quiet_hf():
         tok = _fast_tokenizer(model_path, cfg, "QA needs one for character offsets")
         torch.manual_seed(cfg.seed)
         model = _with_labels(model_path, [], tok, "qa")

@@ -57,7 +57,7 @@ def prepare_gemma(out: str | os.PathLike | None = None, *, force: bool = False, 
     import torch
 
     from llmkit._io import staged_dir
-    from llmkit.hf.finetune import _quiet_hf
+    from llmkit.hf.quiet import quiet_hf
 
     if dtype not in ("bfloat16", "float16", "float32"):
         raise ValueError(f"unknown dtype {dtype!r}; choose bfloat16, float16 or float32")
@@ -66,7 +66,7 @@ def prepare_gemma(out: str | os.PathLike | None = None, *, force: bool = False, 
         log(f"{out} is ready (prepared earlier; --force to redo it)")
         return out
     pkg = _package()
-    with staged_dir(out, overwrite=force) as tmp, _quiet_hf():
+    with staged_dir(out, overwrite=force) as tmp, quiet_hf():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         gguf_dir = tmp / "gguf"

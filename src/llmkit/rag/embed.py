@@ -43,10 +43,10 @@ class MiniLMEmbedder(Embedder):
     def __init__(self, device: str = "cpu"):
         from sentence_transformers import SentenceTransformer
 
-        from llmkit.hf.finetune import _quiet_hf
+        from llmkit.hf.quiet import quiet_hf
         from llmkit.hf.pipelines import resolve_model
 
-        with _quiet_hf():
+        with quiet_hf():
             self.model = SentenceTransformer(resolve_model("minilm"), device=device)
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim())

@@ -62,9 +62,9 @@ class EmbeddingModel:
         with self._lock:
             if self._backend is None:
                 from llmkit.backends import TransformersBackend
-                from llmkit.hf.finetune import _quiet_hf
+                from llmkit.hf.quiet import quiet_hf
 
-                with _quiet_hf():
+                with quiet_hf():
                     self._backend = TransformersBackend("minilm", device="cpu")
         return self._backend
 

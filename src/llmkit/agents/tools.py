@@ -21,6 +21,8 @@ from pathlib import Path
 __all__ = ["BUILTIN_TOOLS", "calculator", "configure", "format_passage", "make_rag_search", "make_read_file", "passage_snippet", "python",
            "rag_search", "read_file"]
 
+_WORD = re.compile(r"[A-Za-z_]\w*")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")  # heapq.heappush, os.path.join
 _settings = {"root": None, "index": "runs/index", "python_timeout": 10.0, "python_memory_mb": 512, "rag_k": 3, "rag_chars": 1200}
 _retrievers: dict[str, object] = {}
 MAX_FILE_CHARS = 20_000
@@ -102,10 +104,10 @@ def passage_snippet(text: str, query: str, max_chars: int) -> tuple[int, str]:
     if max_chars < 20:
         raise ValueError("max_chars must be >= 20")
     lines = text.split("\n")
-    terms = [t.lower() for t in re.findall(r"[A-Za-z_]\w*", query)]
+    terms = [t.lower() for t in _WORD.findall(query)]
     start = _definition_line(lines, _name_terms(query))
     if start is None:
-        scores = [len(set(terms) & {w.lower() for w in re.findall(r"[A-Za-z_]\w*", ln)}) for ln in lines]
+        scores = [len(set(terms) & {w.lower() for w in _WORD.findall(ln)}) for ln in lines]
         start = max(range(len(lines)), key=lambda i: (scores[i], -i)) if lines else 0
     out = "\n".join(ln.strip() for ln in lines[start:] if ln.strip())
     if len(out) > max_chars:
@@ -119,12 +121,18 @@ def _name_terms(query: str) -> list[str]:
     """The query's words that name a function: the last part of a dotted name (``heapq.heappush``
     gives ``heappush``), a word written as a call (``dumps(``), in backticks or with an
     underscore, or the whole query when it is one word. Plain prose names nothing."""
-    words = re.findall(r"[A-Za-z_]\w*", query)
+    words = _WORD.findall(query)
     if len(words) == 1:
         return [words[0].lower()]
-    names = [d.rsplit(".", 1)[1] for d in re.findall(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", query)] + re.findall(r"([A-Za-z_]\w*)\s*\(", query)
+    names = [d.rsplit(".", 1)[1] for d in _DOTTED.findall(query)] + re.findall(r"([A-Za-z_]\w*)\s*\(", query)
     names += re.findall(r"`([A-Za-z_]\w*)`", query) + [w for w in words if "_" in w.strip("_")]
     return list(dict.fromkeys(n.lower() for n in names))
+
+
+def _named_modules(query: str) -> set[str]:
+    """The modules a query names: every prefix of its dotted names (``os.path.join`` gives
+    ``os.path`` and ``os``)."""
+    return {d.rsplit(".", i)[0] for d in _DOTTED.findall(query) for i in range(1, d.count(".") + 1)}
 
 
 def _definition_line(lines: list[str], terms: list[str]) -> int | None:
@@ -171,7 +179,7 @@ def make_rag_search(index: str | os.PathLike, k_default: int = 3, max_chars: int
         # first: documentation searches are mostly for one function.
         # A named module ("heapq" of "heapq.heappush") must be the passage's own.
         terms = _name_terms(query)
-        modules = {d.rsplit(".", i)[0] for d in re.findall(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", query) for i in range(1, d.count(".") + 1)}
+        modules = _named_modules(query)
         pool = _retrievers[key].retrieve(query, max(k, 8))
 
         def defines(h) -> bool:

@@ -108,7 +108,7 @@ class OpenAIToolModel:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, temperature: float = 0.0, max_tokens: int | None = None,
                  timeout: float = 60):
         """``max_tokens`` None leaves the reply's length to the server (up to the context window)."""
-        from llmkit.backends import OpenAIBackend
+        from llmkit.remote_backends import OpenAIBackend
 
         self.backend = OpenAIBackend(base_url, model, api_key, timeout)
         self.temperature, self.max_tokens = temperature, max_tokens

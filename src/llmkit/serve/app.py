@@ -34,115 +34,12 @@ from fastapi import Request  # at module level: route signatures are resolved fr
 
 from llmkit.serve.engine import Event, QueueFull, SamplingParams
 from llmkit.serve.models import EmbeddingModel, ServedModel
+from llmkit.serve.requests import APIError, messages, number, offers_tools, sampling, tool_message
 
 __all__ = ["APIError", "create_app"]
 
 PAGE = Path(__file__).parent / "static" / "index.html"
-MAX_N = 8
-MAX_STOPS = 4
 MAX_EMBED_INPUTS = 256
-
-
-class APIError(Exception):
-    """An error answered in OpenAI's shape with ``status``."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code, self.retry_after = status, message, type, param, code, retry_after
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-# -- request fields ----------------------------------------------------------------------------------
-def _number(body: dict, key: str, default, lo: float, hi: float, *, integer: bool = False):
-    v = body.get(key, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
-        raise APIError(400, f"'{key}' must be {'an integer' if integer else 'a number'}, got {json.dumps(v)[:40]}", param=key)
-    if not lo <= v <= hi:
-        raise APIError(400, f"'{key}' must be between {lo:g} and {hi:g}, got {v}", param=key)
-    return int(v) if integer else float(v)
-
-
-def _stops(body: dict) -> list[str]:
-    stop = body.get("stop")
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOPS:
-        raise APIError(400, f"'stop' must be a non-empty string or a list of up to {MAX_STOPS} of them", param="stop")
-    return stops
-
-
-def _sampling(body: dict, model: ServedModel, prompt_len: int, stop_tokens: frozenset[int], default_max: int | None,
-              prompt_param: str = "prompt") -> tuple[SamplingParams, int]:
-    room = model.context_length - prompt_len
-    if room < 1:
-        raise APIError(400, f"the prompt has {prompt_len} tokens; the model's context window is {model.context_length} tokens", param=prompt_param,
-                       code="context_length_exceeded")
-    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _number(body, key, default_max if default_max is not None else room, 1, 1e9, integer=True)
-    if prompt_len + max_tokens > model.context_length:
-        raise APIError(400, f"the prompt ({prompt_len} tokens) plus {key} ({max_tokens}) exceed the model's context window of "
-                       f"{model.context_length} tokens; ask for at most {room}", param=key, code="context_length_exceeded")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise APIError(400, "'seed' must be an integer", param="seed")
-    n = _number(body, "n", 1, 1, MAX_N, integer=True)
-    params = SamplingParams(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0, 2),
-                            top_p=_number(body, "top_p", 1.0, 0, 1), seed=seed, stop=_stops(body), stop_tokens=stop_tokens)
-    if params.top_p == 0:
-        raise APIError(400, "'top_p' must be above 0", param="top_p")
-    return params, n
-
-
-def _messages(body: dict) -> list[dict]:
-    msgs = body.get("messages")
-    if not isinstance(msgs, list) or not msgs:
-        raise APIError(400, "'messages' must be a non-empty list of {role, content} objects", param="messages")
-    out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool", "developer"):
-            raise APIError(400, f"messages[{i}] needs a role: system, user, assistant or tool", param=f"messages[{i}].role")
-        content = m.get("content")
-        if isinstance(content, list):  # the content-parts form: keep the text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if content is not None and not isinstance(content, str):
-            raise APIError(400, f"messages[{i}].content must be a string", param=f"messages[{i}].content")
-        msg = {"role": "system" if m["role"] == "developer" else m["role"], "content": content or ""}
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            msg["tool_calls"] = m["tool_calls"]  # OpenAI's nested form; the chat template checks it
-        if m["role"] == "tool" and isinstance(m.get("name"), str):
-            msg["name"] = m["name"]
-        out.append(msg)
-    return out
-
-
-def _tools(body: dict, model: ServedModel) -> bool:
-    """Whether the request offers tools (checked); only a model with llmkit's chat template can call them."""
-    tools = body.get("tools")
-    if tools is None or tools == []:
-        return False
-    if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("function", {}).get("name"), str) for t in tools):
-        raise APIError(400, "'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ...}} objects", param="tools")
-    if not model.tool_calls:
-        raise APIError(400, f"the model '{model.name}' cannot call tools (only llmkit models chat-tuned with tool calls can)", param="tools")
-    return True
-
-
-def _tool_message(text: str) -> tuple[dict, str]:
-    """(OpenAI assistant message, finish reason) for a reply that may hold llmkit tool-call markup."""
-    from llmkit.chat import parse_assistant
-
-    reply = parse_assistant(text)
-    if not reply["tool_calls"]:
-        return {"role": "assistant", "content": reply["content"]}, "stop"
-    calls = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
-             for c in reply["tool_calls"]]
-    return {"role": "assistant", "content": reply["content"] or None, "tool_calls": calls}, "tool_calls"
 
 
 # -- the app -----------------------------------------------------------------------------------------
@@ -245,19 +142,19 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
                 raise APIError(400, str(e), param="prompt") from None
         else:
             raise APIError(400, "'prompt' must be a string (or a list of token ids)", param="prompt")
-        params, n = _sampling(body, model, len(ids), model.stop_tokens, 16)
+        params, n = sampling(body, model, len(ids), model.stop_tokens, 16)
         return await respond(request, model, ids, params, n, body, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await json_body(request)
         model = pick_model(body)
-        tools = _tools(body, model)
+        tools = offers_tools(body, model)
         try:
-            ids = model.chat_ids(_messages(body))
+            ids = model.chat_ids(messages(body))
         except ValueError as e:  # the chat template's own checks (tool turns out of order ...)
             raise APIError(400, str(e), param="messages") from None
-        params, n = _sampling(body, model, len(ids), model.chat_stop_tokens, None, "messages")
+        params, n = sampling(body, model, len(ids), model.chat_stop_tokens, None, "messages")
         return await respond(request, model, ids, params, n, body, chat=True, tools=tools)
 
     async def respond(request: Request, model: ServedModel, ids: list[int], params: SamplingParams, n: int, body: dict, *, chat: bool,
@@ -311,7 +208,7 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
         for i, d in enumerate(done):
             text = "".join(texts[i])
             if chat and tools:
-                message, reason = _tool_message(text)
+                message, reason = tool_message(text)
                 choices.append({"index": i, "message": message, "finish_reason": reason if d.finish_reason == "stop" else d.finish_reason, "logprobs": None})
             elif chat:
                 choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": d.finish_reason, "logprobs": None})
@@ -406,18 +303,18 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, emb
         question = body.get("question")
         if not isinstance(question, str) or not question.strip():
             raise APIError(400, "'question' must be a non-empty string", param="question")
-        k = _number(body, "k", 5, 1, 50, integer=True)
+        k = number(body, "k", 5, 1, 50, integer=True)
         method = body.get("method", "hybrid")
         if method not in METHODS:
             raise APIError(400, f"'method' must be one of {', '.join(METHODS)}", param="method")
-        mmr = None if body.get("mmr") is None else _number(body, "mmr", None, 0, 1)
+        mmr = None if body.get("mmr") is None else number(body, "mmr", None, 0, 1)
         hits = await asyncio.to_thread(retriever.retrieve, question, k, method, mmr)
         if body.get("model") is None:
             result = await asyncio.to_thread(extractive_answer, question, hits, retriever.embedder)
             return {"object": "rag.answer", **result.to_dict()}
         model = pick_model(body)
         ids = model.completion_ids(build_prompt(question, hits))
-        params, _ = _sampling({**body, "temperature": body.get("temperature", 0)}, model, len(ids), model.stop_tokens, 200, "question")
+        params, _ = sampling({**body, "temperature": body.get("temperature", 0)}, model, len(ids), model.stop_tokens, 200, "question")
         try:
             done = await asyncio.to_thread(lambda: model.engine.submit(ids, params).result())
         except QueueFull as e:

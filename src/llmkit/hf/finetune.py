@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +44,7 @@ from llmkit.finetune.data import (
     sample_per_class,
 )
 from llmkit.hf.quiet import quiet_hf
+from llmkit.hf.trainer import merge_lora, parameter_counts, save_run, train_with_trainer
 
 __all__ = [
     "DATA_FORMATS", "DEFAULT_MODEL", "HFFinetuneConfig", "HFFinetuneResult", "PEFT_METHODS", "build_mt0_small",
@@ -222,7 +221,7 @@ def trainable_line(model) -> str:
         with contextlib.redirect_stdout(buf):
             model.print_trainable_parameters()
         return buf.getvalue().strip()
-    trainable, total = _counts(model)
+    trainable, total = parameter_counts(model)
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
 
 
@@ -323,24 +322,6 @@ def _metrics(eval_pred) -> dict[str, float]:
     return {"accuracy": accuracy(labels, preds), "macro_f1": macro_f1(labels, preds)}
 
 
-def _log_callback(log: Callable[[str], None], history: list[dict]):
-    from transformers import TrainerCallback
-
-    class LogLines(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-            if not logs or "train_runtime" in logs:
-                return
-            history.append({"step": state.global_step, **logs})
-            at = f"step {state.global_step}/{state.max_steps}"
-            if "loss" in logs:
-                log(f"{at}: loss {logs['loss']:.4f}, lr {logs.get('learning_rate', 0.0):.3g}")
-            elif "eval_accuracy" in logs:
-                log(f"{at}: val accuracy {logs['eval_accuracy']:.3f}, val macro-F1 {logs.get('eval_macro_f1', 0.0):.3f}, val loss {logs['eval_loss']:.4f}")
-
-    return LogLines()
-
-
 AUTO_CLASSES = {"classification": "AutoModelForSequenceClassification", "ner": "AutoModelForTokenClassification", "qa": "AutoModelForQuestionAnswering"}
 
 
@@ -416,7 +397,7 @@ def hf_finetune(
         log(f"test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} (val accuracy {val_metrics['accuracy']:.3f}); {seconds:.1f} s")
         probe = tok(test.texts[:16], truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
         merged, diff = merge_lora(model, probe, log) if cfg.peft == "lora" else (model, None)
-        result = HFFinetuneResult("classification", {}, val_metrics, line, *_counts(model), steps, seconds, peak,
+        result = HFFinetuneResult("classification", {}, val_metrics, line, *parameter_counts(model), steps, seconds, peak,
                                   {"train": len(train), "val": len(val), "test": len(test)}, list(labelled.classes), report, diff, history,
                                   list(labelled.notes), merged.cpu().eval(), tok)
         if out_dir is not None:
@@ -438,11 +419,6 @@ def _start(cfg: HFFinetuneConfig, data, out_dir, overwrite: bool):
     return model_path, pick_device(cfg.device), protect
 
 
-def _counts(model) -> tuple[int, int]:
-    """(trainable, total) parameters."""
-    return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
-
-
 def adapt(model, cfg: HFFinetuneConfig, task_type: str, log: Callable[[str], None]):
     """``model`` wrapped by PEFT LoRA when ``cfg.peft == "lora"``; and its trainable-parameter
     line, logged."""
@@ -451,76 +427,6 @@ def adapt(model, cfg: HFFinetuneConfig, task_type: str, log: Callable[[str], Non
     line = trainable_line(model)
     log(line)
     return model, line
-
-
-def train_with_trainer(model, tok, cfg: HFFinetuneConfig, device, train_ds, collator, log: Callable[[str], None], history: list[dict], *,
-                       compute_metrics=None):
-    """Train with ``transformers.Trainer`` (AdamW, warm-up then linear decay, no checkpoints);
-    returns (trainer, steps, seconds, peak memory bytes)."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments
-
-    from llmkit.training.perf import PeakMemory
-
-    scratch = tempfile.mkdtemp(prefix="llmkit-trainer-")
-    try:
-        args = TrainingArguments(
-            output_dir=scratch, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=max(cfg.batch_size, 64),
-            learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup, lr_scheduler_type="linear",
-            num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, logging_steps=cfg.log_every, eval_strategy="no",
-            save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, use_cpu=device.type == "cpu",
-            bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16", disable_tqdm=True, dataloader_num_workers=0,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator, compute_metrics=compute_metrics, processing_class=tok)
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(_log_callback(log, history))
-        steps = cfg.max_steps or max(1, math.ceil(len(train_ds) / cfg.batch_size) * math.ceil(cfg.epochs))
-        log(f"training: {'LoRA' if cfg.peft == 'lora' else 'all weights'}, about {steps} steps of {cfg.batch_size}, peak lr {cfg.peak_lr:g}, on {trainer.args.device}")
-        t0 = time.perf_counter()
-        with PeakMemory(trainer.args.device) as mem:
-            out = trainer.train()
-        seconds = time.perf_counter() - t0
-    finally:
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
-    model.eval()
-    return trainer, out.global_step, seconds, mem.peak_bytes
-
-
-def merge_lora(model, batch: dict, log: Callable[[str], None]):
-    """Merge the LoRA weights into the base (a new plain model; the PEFT model stays usable
-    for saving its adapter) and measure the largest difference of any logits on ``batch``."""
-    import copy
-
-    import torch
-
-    batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    with torch.no_grad():
-        before = model(**batch)
-        merged = copy.deepcopy(model).merge_and_unload().eval()
-        after = merged(**batch)
-    diff = max(float((before[k].float() - after[k].float()).abs().max()) for k in before.keys() if k.endswith("logits"))
-    log(f"LoRA merged into the weights: logits within {diff:.2e} of the adapter model's")
-    return merged, diff
-
-
-def save_run(out: Path, r: HFFinetuneResult, peft_model, settings: dict, overwrite: bool, protect: list, figure: Callable[[Path], None] | None = None) -> None:
-    """Write the run directory atomically: model/ (merged), adapter/ (LoRA), report.json, and
-    whatever ``figure(tmp)`` draws."""
-    import json
-
-    from llmkit._io import staged_dir
-
-    with staged_dir(out, overwrite=overwrite, protect=protect) as tmp:
-        r.model.save_pretrained(tmp / "model")
-        r.tokenizer.save_pretrained(tmp / "model")
-        if peft_model is not None:
-            peft_model.save_pretrained(tmp / "adapter")
-            r.tokenizer.save_pretrained(tmp / "adapter")
-        doc = {"settings": {**settings, "split": list(settings.get("split", ()))}, **r.to_dict(), "notes": r.notes, "history": r.history}
-        (tmp / "report.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        if figure is not None:
-            figure(tmp)
 
 
 def _confusion_png(tmp: Path, r: HFFinetuneResult, cfg: HFFinetuneConfig) -> None:

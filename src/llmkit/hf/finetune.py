@@ -44,7 +44,7 @@ from llmkit.finetune.data import (
     sample_per_class,
 )
 from llmkit.hf.quiet import quiet_hf
-from llmkit.hf.trainer import merge_lora, parameter_counts, save_run, train_with_trainer
+from llmkit.hf.trainer import merge_lora, save_run, train_with_trainer, trainable_and_total
 
 __all__ = [
     "DATA_FORMATS", "DEFAULT_MODEL", "HFFinetuneConfig", "HFFinetuneResult", "PEFT_METHODS", "build_mt0_small",
@@ -221,7 +221,7 @@ def trainable_line(model) -> str:
         with contextlib.redirect_stdout(buf):
             model.print_trainable_parameters()
         return buf.getvalue().strip()
-    trainable, total = parameter_counts(model)
+    trainable, total = trainable_and_total(model)
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
 
 
@@ -397,7 +397,7 @@ def hf_finetune(
         log(f"test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} (val accuracy {val_metrics['accuracy']:.3f}); {seconds:.1f} s")
         probe = tok(test.texts[:16], truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
         merged, diff = merge_lora(model, probe, log) if cfg.peft == "lora" else (model, None)
-        result = HFFinetuneResult("classification", {}, val_metrics, line, *parameter_counts(model), steps, seconds, peak,
+        result = HFFinetuneResult("classification", {}, val_metrics, line, *trainable_and_total(model), steps, seconds, peak,
                                   {"train": len(train), "val": len(val), "test": len(test)}, list(labelled.classes), report, diff, history,
                                   list(labelled.notes), merged.cpu().eval(), tok)
         if out_dir is not None:

@@ -39,7 +39,7 @@ from llmkit.hf.finetune import (
     adapt,
 )
 from llmkit.hf.quiet import quiet_hf
-from llmkit.hf.trainer import merge_lora, parameter_counts, save_run, train_with_trainer
+from llmkit.hf.trainer import merge_lora, save_run, train_with_trainer, trainable_and_total
 
 __all__ = [
     "BUILTIN_NER", "BUILTIN_QA", "entities", "finetune_ner", "finetune_qa", "load_ner_rows", "load_qa_rows", "ner_scores", "squad_scores",
@@ -293,7 +293,7 @@ def finetune_ner(data: str | os.PathLike, out_dir: str | os.PathLike | None, con
             f"token accuracy {test_scores['token_accuracy']:.3f} (val F1 {val_scores['f1']:.3f}); {seconds:.1f} s")
         probe = tok([r["tokens"] for r in test[:16]], is_split_into_words=True, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
         merged, diff = merge_lora(model, probe, log) if cfg.peft == "lora" else (model, None)
-        result = HFFinetuneResult("ner", test_scores, val_scores, line, *parameter_counts(model), steps, seconds, peak,
+        result = HFFinetuneResult("ner", test_scores, val_scores, line, *trainable_and_total(model), steps, seconds, peak,
                                   {"train": len(train), "val": len(val), "test": len(test)}, tags, None, diff, history, [], merged.cpu().eval(), tok)
         if out_dir is not None:
             save_run(Path(out_dir), result, model if cfg.peft == "lora" else None, {**asdict(cfg), "model_path": model_path, "data": str(data)}, overwrite, protect)
@@ -381,7 +381,7 @@ def finetune_qa(data: str | os.PathLike, out_dir: str | os.PathLike | None, conf
                     padding=True, return_tensors="pt")
         merged, diff = merge_lora(model, probe, log) if cfg.peft == "lora" else (model, None)
         examples = [{"question": r["question"], "gold": r["answers"]["text"][0], "predicted": p} for r, p in zip(test[:5], predicted)]
-        result = HFFinetuneResult("qa", {**test_scores, "examples": examples}, val_scores, line, *parameter_counts(model), steps, seconds, peak,
+        result = HFFinetuneResult("qa", {**test_scores, "examples": examples}, val_scores, line, *trainable_and_total(model), steps, seconds, peak,
                                   {"train": len(train), "val": len(val), "test": len(test)}, [], None, diff, history, [], merged.cpu().eval(), tok)
         if out_dir is not None:
             save_run(Path(out_dir), result, model if cfg.peft == "lora" else None, {**asdict(cfg), "model_path": model_path, "data": str(data)}, overwrite, protect)

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from llmkit.hf.finetune import HFFinetuneConfig, HFFinetuneResult
 
-__all__ = ["merge_lora", "parameter_counts", "save_run", "train_with_trainer"]
+__all__ = ["merge_lora", "trainable_and_total", "save_run", "train_with_trainer"]
 
 
-def parameter_counts(model) -> tuple[int, int]:
-    """(trainable, total) parameters."""
-    return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+def trainable_and_total(model) -> tuple[int, int]:
+    """(trainable, total) parameters (:func:`llmkit.models.lora.count_parameters` both ways)."""
+    from llmkit.models.lora import count_parameters
+
+    return count_parameters(model), count_parameters(model, trainable_only=False)
 
 
 def _log_callback(log: Callable[[str], None], history: list[dict]):
